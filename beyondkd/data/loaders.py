@@ -1,0 +1,239 @@
+"""Loaders that yield :class:`~beyondkd.data.base.Batch`, with deterministic, resumable order.
+
+Both loaders draw the order of an epoch from ``(seed, epoch)`` alone, and the augmentation of a
+batch from ``(seed, epoch, batch index)`` alone, so ``set_epoch(e, skip_batches=k)`` resumes
+an interrupted epoch exactly where it stopped.
+
+* :class:`TensorLoader` keeps a whole split on the training device as ``uint8`` and augments
+  there (random crop with zero padding, horizontal flip): no worker processes, no PIL, no
+  host-to-device copies. Used for Fashion-MNIST and CIFAR.
+* :class:`DatasetLoader` wraps a map-style ``Dataset`` in a ``torch.utils.data.DataLoader``
+  (worker processes, pinned memory) for datasets too large for memory (ImageNet, folders).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from beyondkd.data.base import Batch, DatasetInfo, TensorImages
+
+_SEED_STRIDE = 1_000_003
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of an epoch's sample order."""
+    return (seed * _SEED_STRIDE + epoch) % (2**63 - 1)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """The order in which the ``n`` samples are visited in ``epoch``."""
+    g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    return torch.randperm(n, generator=g)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """On-device augmentation: random crop with ``pad`` pixels of zero padding, optional flip."""
+
+    pad: int = 2
+    flip: bool = True
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """Augment a ``(N, C, H, W)`` batch; randomness comes only from ``generator``."""
+        n, c, h, w = images.shape
+        device = images.device
+        if self.pad > 0:
+            padded = F.pad(images, (self.pad,) * 4)
+            dy = torch.randint(0, 2 * self.pad + 1, (n,), generator=generator, device=device)
+            dx = torch.randint(0, 2 * self.pad + 1, (n,), generator=generator, device=device)
+            rows = (dy[:, None] + torch.arange(h, device=device)[None, :])[:, None, :, None]
+            cols = (dx[:, None] + torch.arange(w, device=device)[None, :])[:, None, None, :]
+            batch_idx = torch.arange(n, device=device)[:, None, None, None]
+            chan_idx = torch.arange(c, device=device)[None, :, None, None]
+            images = padded[batch_idx, chan_idx, rows, cols]
+        if self.flip:
+            flip = torch.rand(n, generator=generator, device=device) < 0.5
+            images = torch.where(flip[:, None, None, None], images.flip(3), images)
+        return images
+
+
+class TensorLoader:
+    """Batches of an in-memory split, built on ``device``.
+
+    Args:
+        data: the split.
+        batch_size: samples per batch.
+        train: shuffle each epoch and drop the last incomplete batch.
+        augment: an :class:`Augment`, or ``None`` for none.
+        device: where the split lives and batches are built.
+        seed: seed of orders and augmentations.
+        image_size: resize (bilinear) to this side if given and different from the data's.
+        channels_last: return images in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        data: TensorImages,
+        batch_size: int,
+        *,
+        train: bool,
+        augment: Augment | None = None,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        image_size: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.info: DatasetInfo = data.info
+        self.device = torch.device(device)
+        self.images = data.images.to(self.device)
+        self.targets = data.targets.to(self.device)
+        self.batch_size = batch_size
+        self.train = train
+        self.augment = augment
+        self.seed = seed
+        self.image_size = image_size
+        self.channels_last = channels_last
+        self.mean = torch.tensor(data.info.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(data.info.std, device=self.device).view(1, -1, 1, 1)
+        self.drop_last = train and len(data) >= batch_size
+        self._epoch, self._skip = 0, 0
+        self._generator = torch.Generator(device=self.device)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.targets.shape[0])
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Select the epoch whose order to produce, starting after ``skip_batches`` batches."""
+        self._epoch, self._skip = epoch, skip_batches
+
+    def order(self) -> Tensor:
+        """Sample positions in the order of the current epoch."""
+        if self.train:
+            return epoch_permutation(self.num_samples, self.seed, self._epoch).to(self.device)
+        return torch.arange(self.num_samples, device=self.device)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.order()
+        for i in range(self._skip, len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            images = self.images[idx].float().div_(255.0)
+            if self.augment is not None:
+                self._generator.manual_seed(epoch_seed(self.seed, self._epoch) * 7919 + i)
+                images = self.augment(images, self._generator)
+            if self.image_size is not None and self.image_size != images.shape[-1]:
+                images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            images = (images - self.mean) / self.std
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield Batch(images, self.targets[idx], idx)
+        self._skip = 0
+
+
+class _EpochSampler(Sampler[int]):
+    def __init__(self, loader: "DatasetLoader") -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[int]:
+        ld = self.loader
+        n = len(ld.dataset)  # type: ignore[arg-type]
+        order = epoch_permutation(n, ld.seed, ld._epoch) if ld.train else torch.arange(n)
+        start = ld._skip * ld.batch_size
+        return iter(order[start:].tolist())
+
+    def __len__(self) -> int:
+        return len(self.loader.dataset) - self.loader._skip * self.loader.batch_size  # type: ignore[arg-type]
+
+
+class _Indexed(Dataset):
+    """Adds the sample index to ``(image, target)`` items."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        image, target = self.dataset[i]
+        return image, int(target), i
+
+
+class DatasetLoader:
+    """A ``DataLoader`` over a map-style dataset of ``(image_tensor, label)`` items.
+
+    Args:
+        dataset: items are normalised ``(C, H, W)`` float tensors and int labels.
+        info: the dataset's :class:`DatasetInfo`.
+        batch_size, train, seed: as for :class:`TensorLoader`.
+        device: batches are moved there.
+        num_workers: worker processes.
+        channels_last: return images in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        info: DatasetInfo,
+        batch_size: int,
+        *,
+        train: bool,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        num_workers: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.info = info
+        self.batch_size = batch_size
+        self.train = train
+        self.device = torch.device(device)
+        self.seed = seed
+        self.channels_last = channels_last
+        self._epoch, self._skip = 0, 0
+        self.drop_last = train and len(dataset) >= batch_size  # type: ignore[arg-type]
+        self._worker_seeds = torch.Generator()
+        self._loader = DataLoader(
+            _Indexed(dataset),
+            batch_size=batch_size,
+            sampler=_EpochSampler(self),
+            num_workers=num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=self.drop_last,
+            persistent_workers=False,
+            generator=self._worker_seeds,
+        )
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self._epoch, self._skip = epoch, skip_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        # Workers' augmentation seeds derive from (seed, epoch, skip); with num_workers=0 the
+        # transforms draw from the process RNG, which the trainer seeds and checkpoints.
+        self._worker_seeds.manual_seed(epoch_seed(self.seed, self._epoch) + self._skip)
+        for images, targets, idx in self._loader:
+            images = images.to(self.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield Batch(images, targets.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True))
+        self._skip = 0

@@ -1,0 +1,1 @@
+"""Training engine: trainer, checkpoints, logging, evaluation, plots, run assembly."""

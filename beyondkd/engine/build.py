@@ -1,0 +1,252 @@
+"""Assemble a run from a validated config: device, data, models, method, trainer."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from beyondkd.bias.loss import BiasConfig, bias_config
+from beyondkd.config import ModelConfig, RunConfig
+from beyondkd.data.base import DatasetInfo, TensorImages
+from beyondkd.data.loaders import Augment, DatasetLoader, TensorLoader
+from beyondkd.data.registry import build_splits
+from beyondkd.distillers.base import Distiller, DistillerContext
+from beyondkd.distillers.registry import build_distiller, format_validation_error, get_distiller_class, validate_params
+from beyondkd.engine.checkpoint import load_checkpoint
+from beyondkd.engine.evaluate import evaluate
+from beyondkd.engine.teacher_cache import CachedTeacherLoader, load_or_compute
+from beyondkd.engine.trainer import DistEnv, Trainer, TrainResult
+from beyondkd.errors import BeyondKDError, ConfigError
+from beyondkd.models.registry import build_model
+from beyondkd.models.weights import extract_state_dict, load_state_into, load_weights_file
+
+Mode = Literal["train-teacher", "distill"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA device is available: use train.device=cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and python's RNGs for this process."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    random.seed(seed)
+
+
+def build_loaders(cfg: RunConfig, device: torch.device, rank: int = 0, world_size: int = 1) -> tuple[Any, Any, Any, DatasetInfo, dict[str, Any]]:
+    """Training loader, ordered un-augmented training loader, validation loader, info, data facts."""
+    d = cfg.data
+    splits = build_splits(d.name, d.root, download=d.download, image_size=d.image_size, augment=d.augment)
+    info = splits.info
+    facts = {"dataset": d.name, "root": d.root, "subset": d.subset, "seed": cfg.seed, "image_size": d.image_size,
+             "precision": cfg.train.precision}
+    channels_last = cfg.train.channels_last
+    in_memory = isinstance(splits.train, TensorImages) and d.in_memory in ("auto", True)
+    if d.in_memory is True and not isinstance(splits.train, TensorImages):
+        raise ConfigError(f"dataset '{d.name}' is too large to hold in memory: set data.in_memory to auto or false")
+    if in_memory:
+        train = splits.train.subset(d.subset, cfg.seed)
+        val = splits.val.subset(d.val_subset, cfg.seed + 1)
+        aug = Augment(info.crop_padding, info.flip) if d.augment and (info.crop_padding or info.flip) else None
+        common = dict(device=device, seed=cfg.seed, image_size=d.image_size, channels_last=channels_last)
+        train_loader = TensorLoader(train, d.batch_size, train=True, augment=aug, **common)
+        ordered = TensorLoader(train, d.val_batch_size, train=False, augment=None, **common)
+        val_loader = TensorLoader(val, d.val_batch_size, train=False, augment=None, **common)
+        facts["num_samples"] = len(train)
+        return train_loader, ordered, val_loader, info, facts
+    from torch.utils.data import Subset
+
+    train_ds, val_ds = splits.train, splits.val
+    if d.subset is not None and d.subset < len(train_ds):
+        g = torch.Generator().manual_seed(cfg.seed)
+        train_ds = Subset(train_ds, torch.randperm(len(train_ds), generator=g)[: d.subset].tolist())
+    if d.val_subset is not None and d.val_subset < len(val_ds):
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        val_ds = Subset(val_ds, torch.randperm(len(val_ds), generator=g)[: d.val_subset].tolist())
+    common2 = dict(device=device, seed=cfg.seed, num_workers=d.num_workers, channels_last=channels_last)
+    train_loader = DatasetLoader(train_ds, info, d.batch_size, train=True, **common2)
+    val_loader = DatasetLoader(val_ds, info, d.val_batch_size, train=False, **common2)
+    facts["num_samples"] = len(train_ds)
+    return train_loader, None, val_loader, info, facts
+
+
+def _check_classes(role: str, meta: dict[str, Any], info: DatasetInfo, path: str) -> None:
+    if "num_classes" in meta and int(meta["num_classes"]) != info.num_classes:
+        raise ConfigError(
+            f"{role} checkpoint {path} has {meta['num_classes']} classes but dataset '{info.name}' has "
+            f"{info.num_classes}: use a {role} trained on {info.name} (beyondkd train-teacher)"
+        )
+    if "in_channels" in meta and int(meta["in_channels"]) != info.in_channels:
+        raise ConfigError(
+            f"{role} checkpoint {path} takes {meta['in_channels']}-channel images but dataset '{info.name}' has "
+            f"{info.in_channels}: use a {role} trained on {info.name}"
+        )
+
+
+def load_network(mcfg: ModelConfig, info: DatasetInfo, role: str, require_checkpoint: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """Build a network for ``info`` and load its local weights (checked against the dataset)."""
+    if require_checkpoint and not mcfg.checkpoint:
+        raise ConfigError(f"{role}.checkpoint is missing: give the path of a trained {role} (beyondkd train-teacher writes best.pt)")
+    meta: dict[str, Any] = {}
+    state = None
+    if mcfg.checkpoint:
+        if not Path(mcfg.checkpoint).is_file():
+            hint = "train one with 'beyondkd train-teacher' or fix" if role == "teacher" else "fix"
+            raise ConfigError(f"{role} checkpoint not found: {mcfg.checkpoint} ({hint} {role}.checkpoint)")
+        raw = load_weights_file(mcfg.checkpoint)
+        if isinstance(raw, dict) and isinstance(raw.get("model_meta"), dict):
+            meta = raw["model_meta"]
+            if meta.get("name") and meta["name"] != mcfg.name:
+                raise ConfigError(
+                    f"{role} checkpoint {mcfg.checkpoint} holds model '{meta['name']}' but {role}.name is "
+                    f"'{mcfg.name}': set {role}.name: {meta['name']}"
+                )
+            _check_classes(role, meta, info, mcfg.checkpoint)
+        state = extract_state_dict(raw)
+    options = dict(meta.get("options", {}))
+    options.update(mcfg.options)
+    model = build_model(mcfg.name, info.num_classes, info.in_channels, **options)
+    if state is not None:
+        load_state_into(model, state, mcfg.checkpoint)
+    meta = {"name": mcfg.name, "num_classes": info.num_classes, "in_channels": info.in_channels, "options": options}
+    return model, meta
+
+
+def parse_bias(raw: dict[str, Any] | None) -> BiasConfig | None:
+    """``method.bias`` -> :class:`BiasConfig` (``{preset: paper, variant: strict}``); None if absent."""
+    if raw is None:
+        return None
+    raw = dict(raw)
+    preset = raw.pop("preset", None)
+    try:
+        return bias_config(preset, **raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "method.bias")) from None
+
+
+@dataclass
+class PreparedRun:
+    """Everything built for a run, ready for ``trainer.fit``."""
+
+    config: RunConfig
+    mode: Mode
+    device: torch.device
+    info: DatasetInfo
+    distiller: Distiller
+    trainer: Trainer
+    teacher_acc: float | None
+    output_dir: Path
+
+
+def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv = DistEnv(), reduce_sums: Any = None, cache_dir: str | Path | None = None) -> PreparedRun:
+    """Build data, models, method and trainer for ``train-teacher`` or ``distill``."""
+    cfg = config
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if mode == "train-teacher":
+        if cfg.model is None:
+            raise ConfigError("train-teacher needs a 'model:' section naming the network to train (got 'student:')"
+                              if cfg.student is not None else "train-teacher needs a 'model:' section naming the network to train")
+        if cfg.teacher is not None:
+            raise ConfigError("train-teacher trains on labels only: remove the 'teacher:' section (or use beyondkd distill)")
+        method_name = cfg.method.name or "vanilla"
+    else:
+        if cfg.student is None:
+            raise ConfigError("distill needs a 'student:' section (use beyondkd train-teacher for a 'model:' config)")
+        method_name = cfg.method.name or "kd"
+    # Validate the cheap things first, so a typo fails before any data or model is loaded.
+    validate_params(get_distiller_class(method_name), cfg.method.params)
+    bias = parse_bias(cfg.method.bias)
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.seed)
+    train_loader, ordered_loader, val_loader, info, facts = build_loaders(cfg, device, dist.rank, dist.world_size)
+
+    trained = cfg.trained
+    student, student_meta = load_network(trained, info, "student" if mode == "distill" else "model", require_checkpoint=False)
+    teacher, teacher_acc = None, None
+    if cfg.teacher is not None:
+        teacher, _ = load_network(cfg.teacher, info, "teacher", require_checkpoint=True)
+    steps_per_epoch = len(train_loader)
+    context = DistillerContext(
+        num_classes=info.num_classes, in_channels=info.in_channels,
+        image_size=cfg.data.image_size or info.image_size, num_samples=facts["num_samples"],
+        total_steps=steps_per_epoch * cfg.train.epochs, total_epochs=cfg.train.epochs, seed=cfg.seed,
+    )
+    distiller = build_distiller(method_name, student, teacher, cfg.method.params, bias, context)
+    distiller.to(device)
+    if cfg.train.channels_last:
+        distiller.to(memory_format=torch.channels_last)
+
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+
+    def autocast():
+        from contextlib import nullcontext
+
+        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+
+    if distiller.teacher is not None:
+        teacher_acc = evaluate(distiller.teacher, val_loader, autocast)["val_acc"]
+        use_cache = cfg.train.teacher_cache == "on" or (cfg.train.teacher_cache == "auto" and not cfg.data.augment)
+        if use_cache:
+            if cfg.data.augment:
+                raise ConfigError("train.teacher_cache: on needs data.augment: false (augmented images change every epoch)")
+            if not distiller.teacher_logits_only:
+                if cfg.train.teacher_cache == "on":
+                    raise ConfigError(f"method '{method_name}' reads teacher features, so its teacher cannot be cached: set train.teacher_cache: off")
+            elif ordered_loader is not None:
+                cdir = Path(cache_dir or cfg.train.cache_dir or (cfg.resolved_output_dir().parent / ".cache"))
+                targets = train_loader.targets if hasattr(train_loader, "targets") else torch.zeros(0)
+                logits, _ = load_or_compute(distiller.teacher, ordered_loader, facts["num_samples"], targets, facts, cdir, autocast)
+                train_loader = CachedTeacherLoader(train_loader, logits.to(device))
+    if cfg.train.compile:
+        mode_name = None if cfg.train.compile in (True, "default") else cfg.train.compile
+        distiller.student.compile(mode=mode_name)
+        if distiller.teacher is not None:
+            distiller.teacher.compile(mode=mode_name)
+
+    output_dir = cfg.resolved_output_dir()
+    meta = {
+        "name": cfg.name,
+        "model_meta": {**student_meta, "dataset": info.name, "image_size": cfg.data.image_size or info.image_size},
+        "config": cfg.model_dump(mode="json"),
+        "bias": cfg.method.bias,
+    }
+    if teacher_acc is not None:
+        meta["teacher_acc"] = teacher_acc
+    trainer = Trainer(distiller, train_loader, val_loader, cfg.train, output_dir, device, meta, dist,
+                      reduce_sums or (lambda t: t))
+    return PreparedRun(cfg, mode, device, info, distiller, trainer, teacher_acc, output_dir)
+
+
+def run_training(config: RunConfig, mode: Mode, resume: bool = False, cache_dir: str | Path | None = None) -> TrainResult:
+    """Prepare and run (the trainer records the resolved config as ``config.yaml``)."""
+    prepared = prepare_run(config, mode, cache_dir=cache_dir)
+    return prepared.trainer.fit(resume=resume)
+
+
+def load_trained_model(checkpoint: str | Path, weights_only: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network saved in a beyondkd checkpoint (for ``eval``)."""
+    ckpt = load_checkpoint(checkpoint, weights_only)
+    meta = ckpt.get("model_meta") or {}
+    if "name" not in meta:
+        raise BeyondKDError(f"{checkpoint} has no model metadata: it was not written by beyondkd")
+    model = build_model(meta["name"], int(meta["num_classes"]), int(meta["in_channels"]), **meta.get("options", {}))
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt

@@ -1,0 +1,98 @@
+"""Atomic checkpoints and the random-number-generator state they carry.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
+over the old one (``os.replace`` is atomic on POSIX), so a kill at any moment leaves either the
+old or the new file, never a torn one. Everything stored is a tensor, a number, a string, or a
+list/dict of those, so files load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from beyondkd.errors import BeyondKDError
+
+CHECKPOINT_VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write a text file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
+    """Load a beyondkd checkpoint on the CPU, with a one-line error if it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise BeyondKDError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors are the file's fault
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        hint = " (if you trust the file, retry with weights_only disabled)" if weights_only else ""
+        raise BeyondKDError(f"cannot read checkpoint {path}: {first}{hint}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise BeyondKDError(f"{path} is not a beyondkd checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The state of every RNG a run draws from (CPU, CUDA, numpy, python)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [str(np_state[0]), torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": _python_state_to_lists(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`capture_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _python_state_to_lists(state: tuple) -> list[Any]:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]

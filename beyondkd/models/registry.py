@@ -1,0 +1,164 @@
+"""One registry for every model: build by name, list, and find its feature points.
+
+A model is registered with the size of image it is made for and its *feature points*: semantic
+names (``stage1`` ... ``stageK``, ``pool``, ``preact_stageK``) mapped to module paths that the
+feature methods hook (:mod:`beyondkd.models.features`). A path ending in ``:in`` means "the
+input of that module", which is how pre-ReLU features are read without rewriting a model.
+
+Any ``timm`` model is available as ``timm:<name>`` when timm is installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from beyondkd.errors import BeyondKDError, ConfigError, suggest
+
+ModelBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    Attributes:
+        name: registry name.
+        builder: ``builder(num_classes=..., in_channels=..., **kwargs) -> nn.Module``.
+        family: ``mnist``, ``cifar`` (32×32 stem) or ``imagenet`` (224×224 stem).
+        input_size: the image side the model is made for.
+        feature_points: semantic feature name -> module path (``path:in`` for a module's input).
+        description: one line for ``beyondkd models``.
+    """
+
+    name: str
+    builder: ModelBuilder
+    family: str
+    input_size: int
+    feature_points: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    input_size: int,
+    feature_points: dict[str, str] | None = None,
+    description: str = "",
+) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering ``builder`` under ``name``."""
+
+    def wrap(builder: ModelBuilder) -> ModelBuilder:
+        if name in _REGISTRY:
+            raise ValueError(f"model '{name}' is already registered")
+        _REGISTRY[name] = ModelSpec(name, builder, family, input_size, dict(feature_points or {}), description)
+        return builder
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every built-in architecture.
+    import beyondkd.models  # noqa: F401
+
+
+def model_names() -> list[str]:
+    """Registered model names, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name`` (``timm:<name>`` gets a generic spec)."""
+    _ensure_loaded()
+    if name.startswith("timm:"):
+        return ModelSpec(name, _timm_builder(name[5:]), "timm", 224, {}, f"timm model {name[5:]}")
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"unknown model '{name}'{suggest(name, list(_REGISTRY))}: run 'beyondkd models' to list "
+            "the models, or use timm:<name> for a timm model"
+        )
+    return _REGISTRY[name]
+
+
+def _timm_builder(timm_name: str) -> ModelBuilder:
+    def build(num_classes: int, in_channels: int = 3, **kwargs: object) -> nn.Module:
+        try:
+            import timm
+        except ImportError as exc:
+            raise BeyondKDError("model 'timm:...' needs timm: pip install timm") from exc
+        if timm_name not in timm.list_models():
+            raise ConfigError(f"unknown timm model '{timm_name}'{suggest(timm_name, timm.list_models())}")
+        return timm.create_model(
+            timm_name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs
+        )
+
+    return build
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    pretrained: str | Path | None = None,
+    **kwargs: object,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: registry name or ``timm:<name>``.
+        num_classes: size of the classifier output.
+        in_channels: image channels (1 for Fashion-MNIST).
+        pretrained: optional path of a local weights file (a beyondkd checkpoint, a plain
+            ``state_dict``, or a CRD/mdistiller ``cifar_teachers`` file); never downloaded.
+        **kwargs: architecture options (e.g. ``width_mult``).
+
+    Returns:
+        The model, with ``model.beyondkd_spec`` set to its :class:`ModelSpec`.
+    """
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+    if in_channels < 1:
+        raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
+    spec = get_spec(name)
+    try:
+        model = spec.builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model '{name}' does not accept the options {sorted(kwargs)}: {exc}") from exc
+    model.beyondkd_spec = spec  # type: ignore[attr-defined]
+    if pretrained is not None:
+        from beyondkd.models.weights import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not) of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_size: int, in_channels: int) -> int:
+    """Multiply-accumulates of one forward pass on a ``1×C×S×S`` input, counted by FlopCounterMode.
+
+    Returns:
+        MACs (FLOPs / 2) of a single image.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, in_channels, input_size, input_size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops() // 2
