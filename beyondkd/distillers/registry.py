@@ -53,7 +53,8 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
         return f"unknown key '{loc}' in {where}"
     if err["type"] == "missing":
         return f"missing key '{loc}' in {where}"
-    return f"bad value for '{loc}' in {where}: {err['msg']} (got {err.get('input')!r})"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"bad value for '{loc}' in {where}: {msg} (got {err.get('input')!r})"
 
 
 def validate_params(cls: type[Distiller], params: dict[str, Any] | None) -> Any:
