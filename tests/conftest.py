@@ -90,3 +90,13 @@ def slice_config(root: Path, out: Path, teacher: Path | None, **sections):
         raw["teacher"] = {"name": "cnn_small", "checkpoint": str(teacher)}
         raw["student"] = {"name": "cnn_tiny"}
     return deep_merge(raw, sections)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``gpu``-marked tests when no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
