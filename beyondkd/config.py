@@ -93,6 +93,7 @@ class TrainConfig(_Strict):
     teacher_cache: Literal["auto", "on", "off"] = "auto"
     cache_dir: str | None = None
     threads: int | None = Field(None, ge=1)
+    sync_bn: bool = False
     progress_bar: bool = True
 
 

@@ -17,7 +17,7 @@ import torch
 
 FMNIST_ROOT = Path(os.environ.get("BEYONDKD_FMNIST_ROOT", "/usr/share/datasets/fashion-mnist"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("BEYONDKD_TEST_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -37,6 +37,29 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(n, generator=g)
 
 
+def shard(order: Tensor, rank: int, world_size: int, equal: bool) -> Tensor:
+    """Rank ``rank``'s share of ``order``: every ``world_size``-th element from ``rank``.
+
+    With ``equal`` the order is first trimmed to a multiple of ``world_size`` so that every
+    rank gets the same count (training); without it nothing is dropped (evaluation), so the
+    ranks together visit every sample exactly once.
+    """
+    if world_size <= 1:
+        return order
+    if equal:
+        order = order[: len(order) - len(order) % world_size]
+    return order[rank::world_size]
+
+
+def shard_size(n: int, rank: int, world_size: int, equal: bool) -> int:
+    """``len(shard(range(n), rank, world_size, equal))`` without building it."""
+    if world_size <= 1:
+        return n
+    if equal:
+        return n // world_size
+    return len(range(rank, n, world_size))
+
+
 @dataclass(frozen=True)
 class Augment:
     """On-device augmentation: random crop with ``pad`` pixels of zero padding, optional flip."""
@@ -75,6 +98,7 @@ class TensorLoader:
         seed: seed of orders and augmentations.
         image_size: resize (bilinear) to this side if given and different from the data's.
         channels_last: return images in channels-last memory format.
+        rank, world_size: this process's share of each epoch (see :func:`shard`).
     """
 
     def __init__(
@@ -88,6 +112,8 @@ class TensorLoader:
         seed: int = 0,
         image_size: int | None = None,
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -103,16 +129,21 @@ class TensorLoader:
         self.channels_last = channels_last
         self.mean = torch.tensor(data.info.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(data.info.std, device=self.device).view(1, -1, 1, 1)
-        self.drop_last = train and len(data) >= batch_size
+        self.rank, self.world_size = rank, world_size
+        self.drop_last = train and self._shard_size() >= batch_size
         self._epoch, self._skip = 0, 0
         self._generator = torch.Generator(device=self.device)
 
     @property
     def num_samples(self) -> int:
+        """Samples in the whole split (all ranks)."""
         return int(self.targets.shape[0])
 
+    def _shard_size(self) -> int:
+        return shard_size(self.num_samples, self.rank, self.world_size, equal=self.train)
+
     def __len__(self) -> int:
-        n = self.num_samples
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
@@ -120,10 +151,12 @@ class TensorLoader:
         self._epoch, self._skip = epoch, skip_batches
 
     def order(self) -> Tensor:
-        """Sample positions in the order of the current epoch."""
+        """This rank's sample positions in the order of the current epoch."""
         if self.train:
-            return epoch_permutation(self.num_samples, self.seed, self._epoch).to(self.device)
-        return torch.arange(self.num_samples, device=self.device)
+            order = epoch_permutation(self.num_samples, self.seed, self._epoch)
+        else:
+            order = torch.arange(self.num_samples)
+        return shard(order, self.rank, self.world_size, equal=self.train).to(self.device)
 
     def __iter__(self) -> Iterator[Batch]:
         order = self.order()
@@ -131,7 +164,7 @@ class TensorLoader:
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             images = self.images[idx].float().div_(255.0)
             if self.augment is not None:
-                self._generator.manual_seed(epoch_seed(self.seed, self._epoch) * 7919 + i)
+                self._generator.manual_seed((epoch_seed(self.seed, self._epoch) * 7919 + i) * 131 + self.rank)
                 images = self.augment(images, self._generator)
             if self.image_size is not None and self.image_size != images.shape[-1]:
                 images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
@@ -150,11 +183,12 @@ class _EpochSampler(Sampler[int]):
         ld = self.loader
         n = len(ld.dataset)  # type: ignore[arg-type]
         order = epoch_permutation(n, ld.seed, ld._epoch) if ld.train else torch.arange(n)
+        order = shard(order, ld.rank, ld.world_size, equal=ld.train)
         start = ld._skip * ld.batch_size
         return iter(order[start:].tolist())
 
     def __len__(self) -> int:
-        return len(self.loader.dataset) - self.loader._skip * self.loader.batch_size  # type: ignore[arg-type]
+        return self.loader._shard_size() - self.loader._skip * self.loader.batch_size
 
 
 class _Indexed(Dataset):
@@ -181,6 +215,7 @@ class DatasetLoader:
         device: batches are moved there.
         num_workers: worker processes.
         channels_last: return images in channels-last memory format.
+        rank, world_size: this process's share of each epoch (see :func:`shard`).
     """
 
     def __init__(
@@ -194,8 +229,11 @@ class DatasetLoader:
         seed: int = 0,
         num_workers: int = 0,
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.dataset = dataset
+        self.rank, self.world_size = rank, world_size
         self.info = info
         self.batch_size = batch_size
         self.train = train
@@ -203,7 +241,7 @@ class DatasetLoader:
         self.seed = seed
         self.channels_last = channels_last
         self._epoch, self._skip = 0, 0
-        self.drop_last = train and len(dataset) >= batch_size  # type: ignore[arg-type]
+        self.drop_last = train and self._shard_size() >= batch_size
         self._worker_seeds = torch.Generator()
         self._loader = DataLoader(
             _Indexed(dataset),
@@ -218,10 +256,14 @@ class DatasetLoader:
 
     @property
     def num_samples(self) -> int:
+        """Samples in the whole dataset (all ranks)."""
         return len(self.dataset)  # type: ignore[arg-type]
 
+    def _shard_size(self) -> int:
+        return shard_size(self.num_samples, self.rank, self.world_size, equal=self.train)
+
     def __len__(self) -> int:
-        n = self.num_samples
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
@@ -230,7 +272,7 @@ class DatasetLoader:
     def __iter__(self) -> Iterator[Batch]:
         # Workers' augmentation seeds derive from (seed, epoch, skip); with num_workers=0 the
         # transforms draw from the process RNG, which the trainer seeds and checkpoints.
-        self._worker_seeds.manual_seed(epoch_seed(self.seed, self._epoch) + self._skip)
+        self._worker_seeds.manual_seed((epoch_seed(self.seed, self._epoch) + self._skip) * 131 + self.rank)
         for images, targets, idx in self._loader:
             images = images.to(self.device, non_blocking=True)
             if self.channels_last:

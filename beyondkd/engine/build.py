@@ -20,9 +20,10 @@ from beyondkd.data.registry import build_splits
 from beyondkd.distillers.base import Distiller, DistillerContext
 from beyondkd.distillers.registry import build_distiller, format_validation_error, get_distiller_class, validate_params
 from beyondkd.engine.checkpoint import load_checkpoint
-from beyondkd.engine.evaluate import evaluate
+from beyondkd.engine.evaluate import evaluation_sums, metrics_from_sums
 from beyondkd.engine.teacher_cache import CachedTeacherLoader, load_or_compute
-from beyondkd.engine.trainer import DistEnv, Trainer, TrainResult
+from beyondkd.engine.distributed import DistEnv
+from beyondkd.engine.trainer import Trainer, TrainResult
 from beyondkd.errors import BeyondKDError, ConfigError
 from beyondkd.models.registry import build_model
 from beyondkd.models.weights import extract_state_dict, load_state_into, load_weights_file
@@ -66,9 +67,10 @@ def build_loaders(cfg: RunConfig, device: torch.device, rank: int = 0, world_siz
         val = splits.val.subset(d.val_subset, cfg.seed + 1)
         aug = Augment(info.crop_padding, info.flip) if d.augment and (info.crop_padding or info.flip) else None
         common = dict(device=device, seed=cfg.seed, image_size=d.image_size, channels_last=channels_last)
-        train_loader = TensorLoader(train, d.batch_size, train=True, augment=aug, **common)
-        ordered = TensorLoader(train, d.val_batch_size, train=False, augment=None, **common)
-        val_loader = TensorLoader(val, d.val_batch_size, train=False, augment=None, **common)
+        shards = dict(rank=rank, world_size=world_size)
+        train_loader = TensorLoader(train, d.batch_size, train=True, augment=aug, **common, **shards)
+        ordered = TensorLoader(train, d.val_batch_size, train=False, augment=None, **common)  # whole split: teacher cache
+        val_loader = TensorLoader(val, d.val_batch_size, train=False, augment=None, **common, **shards)
         facts["num_samples"] = len(train)
         return train_loader, ordered, val_loader, info, facts
     from torch.utils.data import Subset
@@ -80,7 +82,8 @@ def build_loaders(cfg: RunConfig, device: torch.device, rank: int = 0, world_siz
     if d.val_subset is not None and d.val_subset < len(val_ds):
         g = torch.Generator().manual_seed(cfg.seed + 1)
         val_ds = Subset(val_ds, torch.randperm(len(val_ds), generator=g)[: d.val_subset].tolist())
-    common2 = dict(device=device, seed=cfg.seed, num_workers=d.num_workers, channels_last=channels_last)
+    common2 = dict(device=device, seed=cfg.seed, num_workers=d.num_workers, channels_last=channels_last,
+                   rank=rank, world_size=world_size)
     train_loader = DatasetLoader(train_ds, info, d.batch_size, train=True, **common2)
     val_loader = DatasetLoader(val_ds, info, d.val_batch_size, train=False, **common2)
     facts["num_samples"] = len(train_ds)
@@ -155,8 +158,12 @@ class PreparedRun:
     output_dir: Path
 
 
-def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv = DistEnv(), reduce_sums: Any = None, cache_dir: str | Path | None = None) -> PreparedRun:
-    """Build data, models, method and trainer for ``train-teacher`` or ``distill``."""
+def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cache_dir: str | Path | None = None) -> PreparedRun:
+    """Build data, models, method and trainer for ``train-teacher`` or ``distill``.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1`` in the environment) the process joins the group and
+    trains its shard; see :mod:`beyondkd.engine.distributed`.
+    """
     cfg = config
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -175,6 +182,12 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv = DistEnv(), reduce
     validate_params(get_distiller_class(method_name), cfg.method.params)
     bias = parse_bias(cfg.method.bias)
     device = resolve_device(cfg.train.device)
+    if dist is None:
+        dist = DistEnv.from_env(device.type)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    if cfg.train.sync_bn and not (dist.enabled and device.type == "cuda"):
+        raise ConfigError("train.sync_bn needs a multi-GPU run (torchrun on CUDA devices): remove it or set it to false")
     seed_everything(cfg.seed)
     train_loader, ordered_loader, val_loader, info, facts = build_loaders(cfg, device, dist.rank, dist.world_size)
 
@@ -190,6 +203,10 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv = DistEnv(), reduce
         total_steps=steps_per_epoch * cfg.train.epochs, total_epochs=cfg.train.epochs, seed=cfg.seed,
     )
     distiller = build_distiller(method_name, student, teacher, cfg.method.params, bias, context)
+    if cfg.train.sync_bn:
+        for name, child in list(distiller.named_children()):
+            if name != "teacher":
+                setattr(distiller, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
     distiller.to(device)
     if cfg.train.channels_last:
         distiller.to(memory_format=torch.channels_last)
@@ -202,7 +219,8 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv = DistEnv(), reduce
         return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
 
     if distiller.teacher is not None:
-        teacher_acc = evaluate(distiller.teacher, val_loader, autocast)["val_acc"]
+        sums = evaluation_sums(distiller.teacher, val_loader, autocast)
+        teacher_acc = metrics_from_sums(dist.all_reduce_sum(sums))["val_acc"]
         use_cache = cfg.train.teacher_cache == "on" or (cfg.train.teacher_cache == "auto" and not cfg.data.augment)
         if use_cache:
             if cfg.data.augment:
@@ -230,8 +248,7 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv = DistEnv(), reduce
     }
     if teacher_acc is not None:
         meta["teacher_acc"] = teacher_acc
-    trainer = Trainer(distiller, train_loader, val_loader, cfg.train, output_dir, device, meta, dist,
-                      reduce_sums or (lambda t: t))
+    trainer = Trainer(distiller, train_loader, val_loader, cfg.train, output_dir, device, meta, dist)
     return PreparedRun(cfg, mode, device, info, distiller, trainer, teacher_acc, output_dir)
 
 

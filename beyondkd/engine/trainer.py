@@ -15,7 +15,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -24,6 +24,7 @@ from torch import Tensor
 from beyondkd.bias.schedule import Progress
 from beyondkd.config import OptimizerConfig, TrainConfig
 from beyondkd.distillers.base import Distiller
+from beyondkd.engine.distributed import DistEnv
 from beyondkd.engine.checkpoint import (
     CHECKPOINT_VERSION,
     atomic_save,
@@ -51,18 +52,6 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class DistEnv:
-    """Distributed context (single process by default). Only rank 0 writes files."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
 class Trainer:
     """Trains a :class:`Distiller`.
 
@@ -74,8 +63,7 @@ class Trainer:
         device: training device.
         meta: facts written into checkpoints and the summary (``model_meta``, ``config``,
             ``teacher_acc``, ...).
-        dist: distributed context.
-        reduce_sums: all-reduce hook for evaluation sums (identity when single-process).
+        dist: distributed context (gradients and metrics are averaged over its ranks).
     """
 
     def __init__(
@@ -88,7 +76,6 @@ class Trainer:
         device: torch.device,
         meta: dict[str, Any] | None = None,
         dist: DistEnv = DistEnv(),
-        reduce_sums: Callable[[Tensor], Tensor] = lambda t: t,
     ) -> None:
         self.distiller = distiller
         self.train_loader = train_loader
@@ -98,7 +85,6 @@ class Trainer:
         self.device = device
         self.meta = dict(meta or {})
         self.dist = dist
-        self.reduce_sums = reduce_sums
         self.steps_per_epoch = len(train_loader)
         if self.steps_per_epoch == 0:
             raise BeyondKDError("the training set is smaller than one batch: lower data.batch_size or raise data.subset")
@@ -198,7 +184,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------
     def _check_finite(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
-        if bool(torch.isfinite(loss)):
+        if self.dist.all_true(bool(torch.isfinite(loss)), self.device):
             return
         bad = next((k for k, v in terms.items() if not bool(torch.isfinite(v).all())), "loss")
         value = float(terms[bad]) if bad in terms else float(loss)
@@ -230,6 +216,7 @@ class Trainer:
             for opt in self.optimizers.values():
                 opt.zero_grad(set_to_none=True)
             self.scaler.scale(out.loss).backward()
+            self.dist.average_gradients(self._trainable)
             if self.cfg.grad_clip is not None:
                 for opt in self.optimizers.values():
                     self.scaler.unscale_(opt)
@@ -267,6 +254,14 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         if not bool(torch.isfinite(loss_sum)):
             self._check_finite(loss_sum.float(), {k: v for k, v in term_sums.items()})
+        if self.dist.enabled:  # every rank's share of the epoch, added up
+            totals = self.dist.all_reduce_sum(torch.stack([loss_sum, correct, seen]))
+            loss_sum, correct, seen = totals[0], totals[1], totals[2]
+            for sums in (term_sums, stat_sums):
+                for k in sorted(sums):
+                    sums[k] = self.dist.all_reduce_sum(sums[k].clone())
+                    if not k.startswith("rows"):
+                        sums[k] /= self.dist.world_size
         record: dict[str, float] = {}
         if steps:
             record["train_loss"] = float(loss_sum / seen)
@@ -303,7 +298,7 @@ class Trainer:
         self.distiller.eval()
         self.val_loader.set_epoch(0)
         sums = evaluation_sums(self.distiller, self.val_loader, self.autocast)
-        return metrics_from_sums(self.reduce_sums(sums))
+        return metrics_from_sums(self.dist.all_reduce_sum(sums))
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train for ``cfg.epochs`` epochs (continuing from ``last.pt`` if ``resume``)."""

@@ -55,11 +55,23 @@ class FeatureHooks:
                     f"feature point '{name}' -> module '{module_path}' not found in "
                     f"{type(model).__name__}{suggest(module_path, known)}"
                 )
-            self._handles.append(modules[module_path].register_forward_hook(self._hook(name, which == "in")))
+            module = modules[module_path]
+            if which == "in":
+                # a pre-hook sees the input before an in-place module (ReLU(inplace=True))
+                # overwrites it; clone so later in-place ops cannot change what we keep
+                self._handles.append(module.register_forward_pre_hook(self._input_hook(name)))
+            else:
+                self._handles.append(module.register_forward_hook(self._output_hook(name)))
 
-    def _hook(self, name: str, take_input: bool):
+    def _input_hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            self.features[name] = inputs[0].clone()
+
+        return hook
+
+    def _output_hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            self.features[name] = inputs[0] if take_input else output
+            self.features[name] = output
 
         return hook
 
