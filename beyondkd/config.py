@@ -133,7 +133,9 @@ def resolve_config_path(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file():
         return p
-    candidates = [PACKAGE_CONFIGS / p, PACKAGE_CONFIGS / p.name]
+    candidates = [PACKAGE_CONFIGS / p]
+    if len(p.parts) == 1:
+        candidates.append(PACKAGE_CONFIGS / p.name)
     if p.parts and p.parts[0] == "configs":
         candidates.insert(0, PACKAGE_CONFIGS.joinpath(*p.parts[1:]))
     for c in candidates:
