@@ -70,3 +70,21 @@ def test_negatives_and_banks_live_on_cuda():
     b = type(b)(b.images.cuda(), b.targets.cuda(), b.indices.cuda())
     out = d.training_step(b, progress())
     assert d.memory_student.device.type == "cuda" and torch.isfinite(out.loss)
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 4), st.sampled_from([1e-3, 1.0, 1e4]), st.integers(0, 1000))
+def test_contrastive_loss_finite_on_extreme_features_and_batch_of_one(n, scale, seed):
+    d = make("crd", {"nce_k": 8})
+    g = torch.Generator().manual_seed(seed)
+    fs = (torch.randn(n, 32, generator=g) * scale).requires_grad_(True)
+    ft = torch.randn(n, 128, generator=g) * scale
+    idx = torch.randperm(CONTEXT.num_samples, generator=g)[:n]
+    loss, v_s, v_t = d.contrastive_loss(fs, ft, idx)
+    assert loss.shape == (n,) and torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert torch.isfinite(fs.grad).all() and torch.isfinite(d.embed_student.weight.grad).all()

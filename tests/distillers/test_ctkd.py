@@ -88,3 +88,32 @@ def test_bad_ranges_are_one_line_errors():
         make("ctkd", {"init_temperature": 30.0})
     with pytest.raises(ConfigError, match="t_min"):
         make("ctkd", {"t_min": 5.0, "t_max": 2.0, "init_temperature": 3.0})
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beyondkd.distillers import DistillerContext, build_distiller
+from beyondkd.bias.loss import bias_config
+from beyondkd.models import build_model
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(["ctkd", "ctkd_dkd"]), st.sampled_from(["global", "instance"]), st.sampled_from([None, "paper", "strict"]),
+       st.integers(1, 3), st.integers(2, 5), st.sampled_from([1.0, 1e4]), st.integers(0, 1000))
+def test_loss_and_gradients_finite_on_extreme_logits(method, mode, bias, n, c, scale, seed):
+    ctx = DistillerContext(num_classes=c, in_channels=1, image_size=28, num_samples=64)
+    d = build_distiller(method, build_model("cnn_tiny", c, 1), build_model("cnn_tiny", c, 1), {"mode": mode},
+                        bias_config(bias) if bias else None, ctx)
+    g = torch.Generator().manual_seed(seed)
+    s = (torch.randn(n, c, generator=g) * scale).requires_grad_(True)
+    t = torch.randn(n, c, generator=g) * scale
+    y = torch.randint(0, c, (n,), generator=g)
+    from beyondkd.losses.dkd import dkd_loss as _dkd
+
+    loss_at = kd_kl if method == "ctkd" else (lambda a, b, T: _dkd(a, b, y, 1.0, 8.0, T))
+    out = d.distill_at_learned_temperature(s, t, y, progress(epoch=3), loss_at, 1.0, 1.0)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert torch.isfinite(s.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in d.temperature_module.parameters() if p.grad is not None)
