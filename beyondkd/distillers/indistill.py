@@ -125,6 +125,9 @@ class InDistill(FeatureDistiller):
         logits = self.student(batch.images)
         s_feat = self.student_hooks.features[self.student_points[k]]
         feat = self.params.feature_weight * self.layer_loss(k, s_feat, t_all[self.teacher_points[k]]).mean()
-        ce = self.params.warmup_ce_weight * cross_entropy(logits, batch.targets).mean()
+        if self.params.warmup_ce_weight > 0:
+            ce = self.params.warmup_ce_weight * cross_entropy(logits, batch.targets).mean()
+        else:  # no zero-valued CE graph: deeper layers get no gradient (nor weight decay) in the warm-up
+            ce = feat.new_zeros(())
         terms = {"ce": ce.detach(), "feat": feat.detach()}
         return StepOutput(ce + feat, logits, terms, {"curriculum_layer": logits.new_tensor(float(k))})
