@@ -38,7 +38,8 @@ def test_short_distillation_lowers_the_training_loss(method, fmnist_slice, slice
 
 def test_plugin_run_logs_the_bias_statistics(fmnist_slice, slice_teacher, tmp_path):
     raw = slice_config(fmnist_slice, tmp_path / "at_btkd", slice_teacher,
-                       method={"name": "at", "bias": {"preset": "paper"}}, train={"epochs": 1})
+                       method={"name": "at", "bias": {"preset": "paper"}},
+                       train={"epochs": 1, "channels_last": True})
     result = run_training(load_config(raw=raw), "distill")
     r = result.history[-1]
     assert r["rows"] == 1984 and 0 < r["rows_right"] <= r["rows"]
