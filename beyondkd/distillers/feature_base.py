@@ -91,6 +91,20 @@ def as_map(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1, 1, 1) if x.dim() == 2 else x
 
 
+class ConnectorBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm of connectors that accepts a single value per channel.
+
+    In training mode, a batch of one ``1×1`` map (e.g. a pooled embedding with batch size 1)
+    has no variance to normalise by; such a batch uses the running statistics instead of
+    raising, and leaves them unchanged. Otherwise identical to ``nn.BatchNorm2d``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] <= 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def owner_module(model: nn.Module, point: str) -> tuple[str, nn.Module]:
     """The module that produces feature ``point``: the module itself, or for ``path:in`` its parent."""
     path = resolve_feature_point(model, point)
@@ -196,6 +210,11 @@ class FeatureDistiller(Distiller):
         self.teacher_hooks.features.clear()
         return s, t
 
+    def release_features(self) -> None:
+        """Drop the hooks' references to this step's tensors (the loss keeps what it needs)."""
+        self.student_hooks.features.clear()
+        self.teacher_hooks.features.clear()
+
     def effective_kd_weight(self) -> float:
         kd = self.params.kd_weight
         if kd is None:
@@ -219,6 +238,7 @@ class FeatureDistiller(Distiller):
         logits = self.student(batch.images)
         s_feats = [self.student_hooks.features[n] for n in self.student_points]
         t_feats = [t_all[n] for n in self.teacher_points]
+        self.release_features()
         feat = self.feature_loss(s_feats, t_feats, progress).mean()
         loss, terms, stats = self.logit_terms(logits, teacher_logits, batch, progress,
                                               self.params.ce_weight, self.effective_kd_weight())

@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from beyondkd.bias.schedule import Progress
-from beyondkd.distillers.feature_base import FeatureDistiller, FeatureParams, as_map, match_spatial
+from beyondkd.distillers.feature_base import ConnectorBatchNorm2d, FeatureDistiller, FeatureParams, as_map, match_spatial
 from beyondkd.distillers.registry import register_distiller
 from beyondkd.losses.fitnet import hint_loss
 
@@ -27,7 +27,7 @@ class FitNetParams(FeatureParams):
 
 def conv_regressor(c_in: int, c_out: int) -> nn.Module:
     """3×3 conv + BN + ReLU mapping ``c_in`` to ``c_out`` channels (spatial size kept)."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), ConnectorBatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 @register_distiller("fitnet")

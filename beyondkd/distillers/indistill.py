@@ -118,13 +118,16 @@ class InDistill(FeatureDistiller):
         if k is None:  # the KD stage
             teacher_logits = self.teacher_logits(batch)
             logits = self.student(batch.images)
+            self.release_features()
             loss, terms, stats = self.logit_terms(logits, teacher_logits, batch, progress,
                                                   self.params.ce_weight, self.effective_kd_weight())
             return StepOutput(loss, logits, terms, stats)
         _, t_all = self.teacher_forward_with_features(batch.images, self.teacher_hooks)
         logits = self.student(batch.images)
         s_feat = self.student_hooks.features[self.student_points[k]]
-        feat = self.params.feature_weight * self.layer_loss(k, s_feat, t_all[self.teacher_points[k]]).mean()
+        t_feat = t_all[self.teacher_points[k]]
+        self.release_features()
+        feat = self.params.feature_weight * self.layer_loss(k, s_feat, t_feat).mean()
         if self.params.warmup_ce_weight > 0:
             ce = self.params.warmup_ce_weight * cross_entropy(logits, batch.targets).mean()
         else:  # no zero-valued CE graph: deeper layers get no gradient (nor weight decay) in the warm-up

@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from beyondkd.bias.schedule import Progress
-from beyondkd.distillers.feature_base import FeatureDistiller, FeatureParams, as_map, last_module_of, match_spatial
+from beyondkd.distillers.feature_base import ConnectorBatchNorm2d, FeatureDistiller, FeatureParams, as_map, last_module_of, match_spatial
 from beyondkd.distillers.registry import register_distiller
 from beyondkd.errors import ConfigError
 from beyondkd.losses.ofd import margin_from_bn, ofd_loss
@@ -45,7 +45,7 @@ def ofd_connector(c_in: int, c_out: int) -> nn.Module:
     """1×1 conv + BN (the paper's student transform), He-initialised."""
     conv = nn.Conv2d(c_in, c_out, 1, bias=False)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    bn = nn.BatchNorm2d(c_out)
+    bn = ConnectorBatchNorm2d(c_out)
     return nn.Sequential(conv, bn)
 
 

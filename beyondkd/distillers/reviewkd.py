@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from beyondkd.bias.schedule import Progress
-from beyondkd.distillers.feature_base import FeatureDistiller, FeatureParams, as_map
+from beyondkd.distillers.feature_base import ConnectorBatchNorm2d, FeatureDistiller, FeatureParams, as_map
 from beyondkd.distillers.registry import register_distiller
 from beyondkd.losses.reviewkd import hcl_loss
 
@@ -53,8 +53,8 @@ class ABF(nn.Module):
 
     def __init__(self, c_in: int, mid: int, c_out: int, fuse: bool) -> None:
         super().__init__()
-        self.reduce = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid))
-        self.expand = nn.Sequential(nn.Conv2d(mid, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.reduce = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), ConnectorBatchNorm2d(mid))
+        self.expand = nn.Sequential(nn.Conv2d(mid, c_out, 3, 1, 1, bias=False), ConnectorBatchNorm2d(c_out))
         self.attention = nn.Sequential(nn.Conv2d(2 * mid, 2, 1), nn.Sigmoid()) if fuse else None
         for m in (self.reduce[0], self.expand[0]):
             nn.init.kaiming_uniform_(m.weight, a=1)

@@ -195,3 +195,24 @@ def test_bad_params_are_one_line_errors():
         _build("at", params={"beta": 3})
     with pytest.raises(ConfigError, match="curriculum_epochs"):
         _build("indistill", params={"curriculum_epochs": [1]})
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batch_of_one_and_huge_inputs_stay_finite(method):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    d = _build(method, "cnn_tiny", "cnn_small", 28, bias=BiasConfig())
+
+    @settings(max_examples=6, deadline=None)
+    @given(st.integers(1, 2), st.floats(-1e4, 1e4, allow_nan=False, width=32))
+    def check(n, scale):
+        b = _batch(n=n, size=28)
+        b.images.mul_(scale)
+        d.zero_grad(set_to_none=True)
+        out = d.training_step(b, Progress(3, 10, 1, 2))
+        assert torch.isfinite(out.loss), (n, scale)
+        out.loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in d.parameters() if p.grad is not None)
+
+    check()
