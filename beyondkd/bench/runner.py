@@ -177,11 +177,11 @@ def _load(path: str, overrides: list[str], where: str) -> RunConfig:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _teacher_dir(out: Path, spec: TeacherSpec, extra: list[str]) -> Path:
+def _teacher_dir(out: Path, spec: TeacherSpec) -> Path:
+    """``teachers/<config>[-<hash of the teacher's own overrides>]``: groups may share a teacher."""
     stem = slug(str(Path(spec.config).with_suffix("")).removeprefix("configs/").replace("/", "-"))
-    over = spec.overrides + extra
-    if over:
-        stem += "-" + hashlib.sha1("\n".join(over).encode()).hexdigest()[:8]
+    if spec.overrides:
+        stem += "-" + hashlib.sha1("\n".join(spec.overrides).encode()).hexdigest()[:8]
     return out / "teachers" / stem
 
 
@@ -201,7 +201,7 @@ def plan_suite(suite: Suite, out: str | Path | None = None, seeds: list[int] | N
                 teacher_ckpt = t.checkpoint
                 _load(t.config, common + t.overrides, where)  # still validated
             else:
-                tdir = _teacher_dir(out_dir, t, list(overrides))
+                tdir = _teacher_dir(out_dir, t)
                 over = common + t.overrides + [f"seed={suite.teacher_seed}", f"output_dir={tdir}"]
                 cfg = _load(t.config, over, where)
                 if cfg.model is None:

@@ -161,7 +161,8 @@ def _agg(d: dict[str, Any]) -> str:
 
 
 def _check(flag: bool | None) -> str:
-    return "" if flag is None else ("✓" if flag else "✗")
+    """✓ / ✗; a row without the plug-in uses neither module (✗)."""
+    return "✓" if flag else "✗"
 
 
 def render_markdown(table: dict[str, Any]) -> str:
@@ -183,14 +184,14 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines += [f"### {g['name']}", "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
         t = g["teacher"]
         if t is not None:
-            cells = ["teacher"] + (["", ""] if ablation else []) + [
-                _agg(t["best"]), _agg(t["last"]), str(t["best"]["n"]) if t["runs"] else "ckpt", "", "",
-                _num(t["paper"]["acc"]) if t["paper"] else "—", ""]
+            cells = ["teacher"] + (["—", "—"] if ablation else []) + [
+                _agg(t["best"]), _agg(t["last"]), str(t["best"]["n"]) if t["runs"] else "ckpt", "—", "—",
+                _num(t["paper"]["acc"]) if t["paper"] else "—", "—"]
             lines.append("| " + " | ".join(cells) + " |")
         for r in g["rows"]:
             cells = [r["label"]] + ([_check(r["eliminate"]), _check(r["rectify"])] if ablation else []) + [
                 _agg(r["best"]), _agg(r["last"]), f"{r['best']['n']}/{len(r['seeds_planned'])}",
-                _num(r["delta_best"], signed=True), " / ".join(r["baseline"]),
+                _num(r["delta_best"], signed=True), " / ".join(r["baseline"]) or "—",
                 _num(r["paper"]["acc"]) if r["paper"] else "—", _num(r["paper_delta"], signed=True)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

@@ -7,6 +7,21 @@ import argparse
 from beyondkd.errors import ConfigError
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets KEY=VALUE overrides follow options (``bench SUITE --seeds 0 train.epochs=1``)."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._inside:
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -56,3 +71,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate every config and print the planned runs; train nothing")
     p.add_argument("--tables-only", action="store_true", help="train nothing; build the tables from the runs already there")
     p.set_defaults(func=_bench)
+    p.__class__ = _IntermixedParser
