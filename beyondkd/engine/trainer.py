@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,8 +237,13 @@ class Trainer:
             for opt in stepping:
                 self.scaler.step(opt)
             self.scaler.update()
-            for sched in self.schedulers.values():
-                sched.step()
+            for group, sched in self.schedulers.items():
+                if self.optimizers[group] in stepping:
+                    sched.step()
+                else:  # the schedule follows the run's iterations, stepped or not
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                        sched.step()
             # bookkeeping without host syncs
             n = len(batch)
             loss_sum += out.loss.detach().double() * n
