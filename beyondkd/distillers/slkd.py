@@ -38,7 +38,7 @@ from functools import partial
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from beyondkd.bias.schedule import Progress
@@ -81,17 +81,25 @@ class SLKDParams(BaseModel):
     sl_alpha: float = Field(0.1, ge=0.0, le=1.0)
     fusion: Literal["logits", "probs"] = "logits"
     mode: Literal["parallel", "sequential"] = "parallel"
-    sl_epochs: int | None = Field(None, ge=1)
+    sl_epochs: int | None = Field(None, ge=1, validate_default=True)
     bias_on_sl_term: bool = False
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "SLKDParams":
-        fusion_weights(self.rho, self.sl_teachers)  # raises ValueError with the reason
-        if self.mode == "sequential" and self.sl_epochs is None:
+    @field_validator("rho")
+    @classmethod
+    def _weights_fit_k(cls, v: float | list[float] | None, info: ValidationInfo) -> float | list[float] | None:
+        if "sl_teachers" in info.data:
+            fusion_weights(v, info.data["sl_teachers"])  # raises ValueError with the reason
+        return v
+
+    @field_validator("sl_epochs")
+    @classmethod
+    def _epochs_fit_mode(cls, v: int | None, info: ValidationInfo) -> int | None:
+        mode = info.data.get("mode")
+        if mode == "sequential" and v is None:
             raise ValueError("mode sequential needs sl_epochs (the epochs that train the SL-teachers first)")
-        if self.mode == "parallel" and self.sl_epochs is not None:
+        if mode == "parallel" and v is not None:
             raise ValueError("sl_epochs applies to mode sequential only: remove it or set mode: sequential")
-        return self
+        return v
 
 
 def build_self_learning_teacher(teacher: nn.Module | None, context: DistillerContext, index: int) -> nn.Module:

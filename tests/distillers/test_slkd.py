@@ -167,10 +167,10 @@ def test_sequential_phases_touch_only_their_group():
 def test_bad_parameters_are_one_line_config_errors():
     cls = get_distiller_class("slkd")
     for params, msg in (
-        ({"mode": "sequential"}, "needs sl_epochs"),
-        ({"sl_epochs": 3}, "sequential only"),
-        ({"rho": [0.5, 0.6]}, "sum to 1"),
-        ({"sl_teachers": 3, "rho": 0.5}, "list of 3"),
+        ({"mode": "sequential"}, "'sl_epochs'.*needs sl_epochs"),
+        ({"sl_epochs": 3}, "'sl_epochs'.*sequential only"),
+        ({"rho": [0.5, 0.6]}, "'rho'.*sum to 1"),
+        ({"sl_teachers": 3, "rho": 0.5}, "'rho'.*list of 3"),
         ({"fusion": "mean"}, "fusion"),
         ({"etaa": 3}, "unknown parameter 'etaa'.*eta"),
     ):
