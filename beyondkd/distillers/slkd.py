@@ -41,6 +41,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
+from beyondkd.bias.loss import BiasConfig
 from beyondkd.bias.schedule import Progress
 from beyondkd.data.base import Batch
 from beyondkd.distillers.base import Distiller, DistillerContext, StepOutput
@@ -119,7 +120,9 @@ def build_self_learning_teacher(teacher: nn.Module | None, context: DistillerCon
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if context.teacher_model is not None:
-            net = build_model(context.teacher_model, context.num_classes, context.in_channels, **context.teacher_options)
+            # never load weights: an SL-teacher starts from the architecture's random initialisation
+            options = {k: v for k, v in context.teacher_options.items() if k != "pretrained"}
+            net = build_model(context.teacher_model, context.num_classes, context.in_channels, **options)
         else:
             if teacher is None:
                 raise ConfigError("SLKD needs a teacher to copy the architecture of its SL-teachers from")
@@ -154,7 +157,14 @@ class SLKD(Distiller):
     Params = SLKDParams
     description = "k self-learning teachers learn from the teacher and co-supervise the student"
 
-    def __init__(self, student, teacher, params, bias, context) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        params: SLKDParams,
+        bias: BiasConfig | None,
+        context: DistillerContext,
+    ) -> None:
         super().__init__(student, teacher, params, bias, context)
         p: SLKDParams = params
         if p.bias_on_sl_term and self.bias is None:
