@@ -121,6 +121,7 @@ class DetTrainConfig(_Strict):
     milestones: list[int] = Field(default_factory=lambda: [8, 11])
     lr_gamma: float = Field(0.1, gt=0.0)
     grad_clip: float | None = Field(None, gt=0.0)
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast of the training forward")
     device: str = "auto"
     threads: int | None = Field(None, ge=1)
     log_every: int = Field(20, ge=1)

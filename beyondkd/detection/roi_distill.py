@@ -257,8 +257,9 @@ class RoIDistiller(nn.Module):
         fwd = student_roi_forward(self.student, images, targets)
         t_logits, t_deltas, t_features = teacher_roi_forward(self.teacher, fwd.images, fwd.proposals)
         labels = fwd.labels
-        _, loss_box_reg = fastrcnn_loss(fwd.class_logits, fwd.box_regression, [labels], [fwd.regression_targets])
-        ce = cross_entropy(fwd.class_logits, labels)
+        s_logits, t_logits = fwd.class_logits.float(), t_logits.float()  # losses in fp32 under autocast
+        _, loss_box_reg = fastrcnn_loss(s_logits, fwd.box_regression.float(), [labels], [fwd.regression_targets])
+        ce = cross_entropy(s_logits, labels)
         right = roi_bias_mask(t_logits, labels)
         stats: dict[str, Tensor] = {
             "rois": torch.tensor(labels.numel()),
@@ -267,13 +268,13 @@ class RoIDistiller(nn.Module):
             "teacher_right_fg": (right & (labels > 0)).sum(),
         }
         if self.bias is None:
-            distill = kd_kl(fwd.class_logits, t_logits, m.temperature)
+            distill = kd_kl(s_logits, t_logits, m.temperature)
             ce_term, kd_term = m.ce_weight * ce.mean(), m.kd_weight * distill.mean()
             loss_cls = ce_term + kd_term
             terms = {"loss_ce": ce_term.detach(), "loss_kd": kd_term.detach()}
         else:
             bt = self.bias.teacher_targets(t_logits, labels, m.temperature)
-            distill = kd_kl(fwd.class_logits, bt.teacher_logits, m.temperature)
+            distill = kd_kl(s_logits, bt.teacher_logits, m.temperature)
             loss_cls, parts = self.bias.combine(ce, distill, bt, progress, m.ce_weight, m.kd_weight)
             terms = {"loss_ce": parts["ce"], "loss_kd_easy": parts["kd_easy"], "loss_kd_hard": parts["kd_hard"]}
             stats["gamma"] = parts["gamma"]
@@ -285,7 +286,7 @@ class RoIDistiller(nn.Module):
             loss_rpn_box_reg=fwd.rpn_losses["loss_rpn_box_reg"].detach(),
         )
         if m.box.weight > 0:
-            per = box_distill_per_roi(fwd.box_regression, t_deltas, labels, m.box.loss, m.box.beta)
+            per = box_distill_per_roi(fwd.box_regression.float(), t_deltas.float(), labels, m.box.loss, m.box.beta)
             box_term = m.box.weight * per.sum() / max(labels.numel(), 1)  # fastrcnn_loss's normalisation
             loss = loss + box_term
             terms["loss_box_kd"] = box_term.detach()

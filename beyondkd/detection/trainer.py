@@ -183,7 +183,8 @@ def train_detection(config: DetRunConfig, mode: Mode, resume: bool = False, echo
                 images = [im.to(device, non_blocking=True) for im in images]
                 targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
                 progress = Progress(step=step, total_steps=total_steps, epoch=epoch, total_epochs=tcfg.epochs)
-                result = method.step(images, targets, progress)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.precision == "bf16"):
+                    result = method.step(images, targets, progress)
                 _check_finite(result.loss, result.terms, epoch, i, last_path)
                 optimizer.zero_grad(set_to_none=True)
                 result.loss.backward()
