@@ -22,8 +22,9 @@ def _train(args: argparse.Namespace, mode: str) -> int:
     config = load_detection_config(args.config, overrides)
     result = train_detection(config, mode, resume=args.resume)  # type: ignore[arg-type]
     last = result.last
-    print(f"{config.name}: best epoch {result.best_epoch}: {format_metrics(result.best)}; last: {format_metrics(last)} -> {result.output_dir}")
-    print(json.dumps({"name": config.name, "best_epoch": result.best_epoch, "best": result.best}))
+    teacher = f"; teacher: {format_metrics(result.teacher)}" if result.teacher else ""
+    print(f"{config.name}: best epoch {result.best_epoch}: {format_metrics(result.best)}; last: {format_metrics(last)}{teacher} -> {result.output_dir}")
+    print(json.dumps({"name": config.name, "best_epoch": result.best_epoch, "best": result.best, "teacher": result.teacher}))
     return 0
 
 

@@ -127,6 +127,7 @@ class DetTrainConfig(_Strict):
     log_every: int = Field(20, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on iterations per epoch (smoke runs)")
     eval_every: int = Field(1, ge=1)
+    eval_teacher: bool = Field(True, description="distill: score the teacher on the validation set once")
     tensorboard: bool = True
 
 

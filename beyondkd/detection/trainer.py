@@ -111,6 +111,7 @@ class DetResult:
     history: list[dict[str, Any]]
     best: dict[str, float] = field(default_factory=dict)
     best_epoch: int = 0
+    teacher: dict[str, float] = field(default_factory=dict)
 
     @property
     def last(self) -> dict[str, Any]:
@@ -155,6 +156,7 @@ def train_detection(config: DetRunConfig, mode: Mode, resume: bool = False, echo
     atomic_write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), out / "config.yaml")
     logger = MetricsLogger(out, tensorboard=tcfg.tensorboard)
     start_epoch, step, best_ap, best_epoch, best = 0, 0, -math.inf, 0, {}
+    teacher_metrics: dict[str, float] = {}
     if resume:
         ckpt = load_checkpoint(last_path)
         method.student.load_state_dict(ckpt["model"])
@@ -163,10 +165,15 @@ def train_detection(config: DetRunConfig, mode: Mode, resume: bool = False, echo
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
         best_ap, best_epoch, best = float(ckpt["best_ap"]), int(ckpt["best_epoch"]), dict(ckpt["best"])
+        teacher_metrics = dict(ckpt.get("teacher_metrics", {}))
         logger.restore(list(ckpt["history"]))
         restore_rng_state(ckpt["rng"])
         if echo:
             print(f"resumed {last_path} at epoch {start_epoch}")
+    if mode == "distill" and tcfg.eval_teacher and not teacher_metrics:
+        teacher_metrics, _ = evaluate_detector(method.teacher, data.val_loader, data.val.coco, data.val.label_to_cat, device)
+        if echo:
+            print(f"teacher {config.teacher.backbone}: {format_metrics(teacher_metrics)}")  # type: ignore[union-attr]
     meta = model_meta(trained_cfg)
     input_meta = {"min_size": config.data.min_size, "max_size": config.data.max_size}
     try:
@@ -232,15 +239,22 @@ def train_detection(config: DetRunConfig, mode: Mode, resume: bool = False, echo
                     "best_epoch": best_epoch,
                     "best": best,
                     "history": logger.history,
+                    "teacher_metrics": teacher_metrics,
                     "rng": capture_rng_state(),
                 },
                 last_path,
             )
     finally:
         logger.close()
-    summary = {"name": config.name, "mode": mode, "best_epoch": best_epoch, **{f"best_{k}": v for k, v in best.items()}}
+    summary = {
+        "name": config.name,
+        "mode": mode,
+        "best_epoch": best_epoch,
+        **{f"best_{k}": v for k, v in best.items()},
+        **{f"teacher_{k}": v for k, v in teacher_metrics.items()},
+    }
     atomic_write_text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
-    return DetResult(out, logger.history, best, best_epoch)
+    return DetResult(out, logger.history, best, best_epoch, teacher_metrics)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_cfg: DetDataConfig, device: str = "auto", use_checkpoint_input: bool = True) -> dict[str, float]:

@@ -63,6 +63,9 @@ def test_distill_kd_and_btkd_end_to_end(tiny_coco: dict[str, str], tiny_teacher:
     else:
         assert {"train_loss_kd_easy", "train_loss_kd_hard", "train_loss_box_kd", "gamma"} <= set(rec)
     assert read_metrics(tmp_path)[-1]["AP"] == rec["AP"]
+    _valid_ap(result.teacher)  # the teacher is scored once on the same validation set
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["teacher_AP"] == result.teacher["AP"] and summary["mode"] == "distill"
 
 
 def test_resume_continues_from_last_checkpoint(tiny_coco: dict[str, str], tmp_path: Path) -> None:
