@@ -165,4 +165,5 @@ def detection_loader(dataset: CocoDetectionData, batch_size: int, shuffle: bool,
         generator=g,
         drop_last=False,
         persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
     )

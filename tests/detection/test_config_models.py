@@ -31,20 +31,23 @@ def test_teacher_configs_follow_the_1x_schedule(name: str) -> None:
 
 
 @pytest.mark.parametrize("pair", list(PAIRS))
-@pytest.mark.parametrize("btkd", [False, True])
-def test_distill_configs_name_the_table4_pairs(pair: str, btkd: bool) -> None:
+@pytest.mark.parametrize("suffix", ["", "_btkd", "_btkd_paper"])
+def test_distill_configs_name_the_table4_pairs(pair: str, suffix: str) -> None:
     teacher_bb, student_bb, teacher_cfg = PAIRS[pair]
-    cfg = load_detection_config(f"configs/detection/{pair}_kd{'_btkd' if btkd else ''}.yaml")
+    cfg = load_detection_config(f"configs/detection/{pair}_kd{suffix}.yaml")
+    btkd = bool(suffix)
     assert cfg.student is not None and cfg.teacher is not None
     assert (cfg.teacher.backbone, cfg.student.backbone) == (teacher_bb, student_bb)
     assert cfg.teacher.checkpoint == f"runs/coco_{teacher_cfg}/best.pt"
     assert (cfg.method.bias is not None) == btkd
+    if suffix == "_btkd_paper":
+        assert cfg.method.bias == {"preset": "paper"}
     assert cfg.train.epochs == 12 and cfg.train.milestones == [8, 11]
 
 
 def test_every_packaged_detection_config_validates() -> None:
     files = sorted((PACKAGE_CONFIGS / "detection").glob("*.yaml"))
-    assert len(files) == 7
+    assert len(files) == 9
     for f in files:
         load_detection_config(f)
 

@@ -29,7 +29,6 @@ def _valid_ap(record: dict) -> None:
 @pytest.fixture(scope="module")
 def tiny_teacher(tiny_coco: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A teacher trained for a few iterations (its quality is irrelevant to these tests)."""
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("det_teacher")
     cfg = validate_detection_config(tiny_run(tiny_coco, out, model=tiny_model(), train={"max_steps_per_epoch": 3}))
     result = train_detection(cfg, "train-teacher", echo=False)
