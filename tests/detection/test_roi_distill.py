@@ -173,3 +173,22 @@ def test_class_count_mismatch_between_student_and_teacher_is_one_line() -> None:
     with pytest.raises(ConfigError, match="student predicts 3 classes but teacher 5") as exc:
         RoIDistiller(student, teacher, DetMethodConfig(), None)
     assert "\n" not in str(exc.value)
+
+
+def test_a_teacher_identical_to_the_student_gives_zero_kd_and_the_students_mask(tiny_coco: dict[str, str]) -> None:
+    student = _detector(norm="frozen").train()
+    teacher = copy.deepcopy(student)
+    images, targets = _batch(tiny_coco)
+    kd = RoIDistiller(student, teacher, DetMethodConfig(temperature=4.0), None).train()
+    torch.manual_seed(7)
+    out = kd.step(images, targets, Progress(0, 1))
+    assert float(out.terms["loss_kd"]) == pytest.approx(0.0, abs=1e-6)
+    btkd = RoIDistiller(student, teacher, DetMethodConfig(), bias_config("strict")).train()
+    torch.manual_seed(7)
+    out = btkd.step(images, targets, Progress(0, 1))
+    torch.manual_seed(7)
+    fwd = student_roi_forward(student, images, targets)
+    right = fwd.class_logits.argmax(1) == fwd.labels
+    assert int(out.stats["teacher_right"]) == int(right.sum())
+    # strict rectification points every wrong RoI at its label
+    assert int(out.stats["rectified_top_is_label"]) == int((~right).sum())

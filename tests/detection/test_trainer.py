@@ -140,3 +140,12 @@ def test_mode_section_mismatch_is_one_line(tiny_coco: dict[str, str], tmp_path: 
     cfg = validate_detection_config(tiny_run(tiny_coco, tmp_path, student=tiny_model(), teacher=tiny_model()))
     with pytest.raises(ConfigError, match="needs a 'model' section"):
         train_detection(cfg, "train-teacher", echo=False)
+
+
+def test_cli_eval_missing_checkpoint_or_data_is_one_line(tiny_teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["detect", "eval", "-k", str(tmp_path / "none.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    # default COCO paths that do not exist here
+    assert main(["detect", "eval", "-k", str(tiny_teacher), "data.val_images=" + str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "annotation file not found" in err and "\n" not in err
