@@ -216,3 +216,16 @@ def test_batch_of_one_and_huge_inputs_stay_finite(method):
         assert all(torch.isfinite(p.grad).all() for p in d.parameters() if p.grad is not None)
 
     check()
+
+
+@pytest.mark.parametrize("method,s_points", [("fitnet", ["layer2"]), ("ofd", ["layer2.1.relu:in", "layer3.1.relu:in"]),
+                                             ("reviewkd", ["layer2", "layer3", "avgpool"])])
+def test_torchvision_student_through_module_name_points(method, s_points):
+    t_points = {"fitnet": ["stage2"], "ofd": ["preact_stage2", "preact_stage3"], "reviewkd": ["stage2", "stage3", "pool"]}[method]
+    student = _tv_resnet18()
+    d = _build(method, student, build_model("resnet20", 10, 3), 32,
+               params={"student_points": s_points, "teacher_points": t_points}, in_channels=3)
+    out = d.training_step(_batch(channels=3), Progress(0, 10, 0, 1))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and student.conv1.weight.grad is not None
+    assert all(p.grad is None for p in d.teacher.parameters())
