@@ -216,3 +216,38 @@ def test_batch_of_one_and_huge_inputs_stay_finite(method):
         assert all(torch.isfinite(p.grad).all() for p in d.parameters() if p.grad is not None)
 
     check()
+
+
+@pytest.mark.parametrize("method,s_points", [("fitnet", ["layer2"]), ("ofd", ["layer2.1.relu:in", "layer3.1.relu:in"]),
+                                             ("reviewkd", ["layer2", "layer3", "avgpool"])])
+def test_torchvision_student_through_module_name_points(method, s_points):
+    t_points = {"fitnet": ["stage2"], "ofd": ["preact_stage2", "preact_stage3"], "reviewkd": ["stage2", "stage3", "pool"]}[method]
+    student = _tv_resnet18()
+    d = _build(method, student, build_model("resnet20", 10, 3), 32,
+               params={"student_points": s_points, "teacher_points": t_points}, in_channels=3)
+    out = d.training_step(_batch(channels=3), Progress(0, 10, 0, 1))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and student.conv1.weight.grad is not None
+    assert all(p.grad is None for p in d.teacher.parameters())
+
+
+def test_indistill_selection_equals_the_pruned_teacher_layer():
+    # the paper applies the pruned layer to the unpruned teacher's input; for conv-BN-ReLU-pool
+    # this is exactly the kept channels of the teacher's feature map
+    d = _build("indistill", "cnn_tiny", "cnn_small", 28)
+    teacher = d.teacher
+    block = teacher.stage2[0]  # conv, bn, relu
+    kept = d.kept1
+    conv = nn.Conv2d(block[0].in_channels, len(kept), 3, 1, 1, bias=False)
+    conv.weight.data = block[0].weight.data[kept].clone()
+    bn = nn.BatchNorm2d(len(kept)).eval()
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(bn, name).data = getattr(block[1], name).data[kept].clone()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        inp = teacher.stage1(x)
+        pruned = nn.functional.max_pool2d(torch.relu(bn(conv(inp))), 2)
+        full = teacher.stage2(inp)
+    assert torch.allclose(pruned, full[:, kept], atol=1e-6)
+    norms = block[0].weight.abs().flatten(1).sum(1)
+    assert norms[kept].min() >= norms[[i for i in range(len(norms)) if i not in kept.tolist()]].max()
