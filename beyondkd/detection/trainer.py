@@ -207,7 +207,7 @@ def train_detection(config: DetRunConfig, mode: Mode, resume: bool = False, echo
                 for k, v in result.stats.items():
                     stat_sums[k] = stat_sums.get(k, 0.0) + float(v)
                 if echo and (i + 1) % tcfg.log_every == 0:
-                    print(f"epoch {epoch + 1} step {i + 1}/{steps_per_epoch} loss {float(result.loss):.4f} lr {optimizer.param_groups[0]['lr']:.5f}")
+                    print(f"epoch {epoch + 1} step {i + 1}/{steps_per_epoch} loss {float(result.loss.detach()):.4f} lr {optimizer.param_groups[0]['lr']:.5f}")
             record: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "steps": n, "epoch_seconds": time.time() - t0}
             record.update({f"train_{k}": v / max(n, 1) for k, v in sums.items()})
             if "rois" in stat_sums and stat_sums["rois"] > 0:

@@ -149,3 +149,19 @@ def test_cli_eval_missing_checkpoint_or_data_is_one_line(tiny_teacher: Path, tmp
     assert main(["detect", "eval", "-k", str(tiny_teacher), "data.val_images=" + str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "annotation file not found" in err and "\n" not in err
+
+
+def test_cross_architecture_student_with_feature_adapters(tiny_coco: dict[str, str], tiny_teacher: Path, tmp_path: Path) -> None:
+    """The R50→MV2 shape of pair in miniature: a MobileNetV2 student with a narrower FPN."""
+    cfg = validate_detection_config(tiny_run(
+        tiny_coco, tmp_path, student=tiny_model("mobilenet_v2", fpn_channels=8), teacher=tiny_model(checkpoint=str(tiny_teacher)),
+        method={"bias": {}, "feature": {"weight": 1.0}, "box": {"weight": 0.5, "loss": "l2"}},
+        train={"max_steps_per_epoch": 1, "eval_teacher": False},
+    ))
+    result = train_detection(cfg, "distill", echo=False)
+    rec = result.history[-1]
+    _valid_ap(rec)
+    assert rec["train_loss_feature"] > 0 and result.teacher == {}
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["model_meta"]["backbone"] == "mobilenet_v2"
+    assert ckpt["extra"]["adapters"]["convs.0.weight"].shape == (16, 8, 1, 1)  # student 8 -> teacher 16 channels
