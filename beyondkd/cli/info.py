@@ -18,8 +18,10 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from beyondkd.models import build_model, count_flops, count_parameters, get_spec, model_names
+    from beyondkd.models import get_spec, model_names
+    from beyondkd.models.registry import model_cost
 
+    default_classes = {"mnist": 10, "imagenet": 1000, "timm": 1000}
     rows = []
     for name in model_names():
         spec = get_spec(name)
@@ -27,10 +29,11 @@ def _models(args: argparse.Namespace) -> int:
             continue
         size = args.input_size or spec.input_size
         in_ch = 1 if spec.family == "mnist" else 3
-        model = build_model(name, args.num_classes, in_ch)
-        macs = count_flops(model, size, in_ch) if not args.no_flops else 0
-        rows.append([name, spec.family, f"{count_parameters(model) / 1e6:.3f}", f"{macs / 1e6:.1f}" if macs else "-", f"{size}", spec.description])
-    _table(f"models ({args.num_classes} classes)", ["name", "family", "params (M)", "MACs (M)", "input", "description"], rows)
+        classes = args.num_classes or default_classes.get(spec.family, 100)
+        params, macs = model_cost(name, classes, in_ch, size, flops=not args.no_flops)
+        rows.append([name, spec.family, f"{classes}", f"{params / 1e6:.3f}", f"{macs / 1e6:.1f}" if macs else "-", f"{size}", spec.description])
+    _table("models (parameters and MACs of one image at the model's input size)",
+           ["name", "family", "classes", "params (M)", "MACs (M)", "input", "description"], rows)
     return 0
 
 
@@ -74,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list models with parameters and MACs")
     p.add_argument("--family", help="only this family (mnist, cifar, imagenet)")
     p.add_argument("--input-size", type=int, help="count MACs at this image side (default: each model's own)")
-    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--num-classes", type=int, help="classifier size (default: 10 mnist, 100 cifar, 1000 imagenet)")
     p.add_argument("--no-flops", action="store_true", help="skip the MAC count (faster)")
     p.set_defaults(func=_models)
     sub.add_parser("methods", help="list distillation methods").set_defaults(func=_methods)

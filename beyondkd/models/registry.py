@@ -149,6 +149,8 @@ def count_parameters(model: nn.Module) -> int:
 def count_flops(model: nn.Module, input_size: int, in_channels: int) -> int:
     """Multiply-accumulates of one forward pass on a ``1×C×S×S`` input, counted by FlopCounterMode.
 
+    Works on a model built on the ``meta`` device too (no memory, no initialisation cost).
+
     Returns:
         MACs (FLOPs / 2) of a single image.
     """
@@ -156,9 +158,22 @@ def count_flops(model: nn.Module, input_size: int, in_channels: int) -> int:
 
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, in_channels, input_size, input_size)
+    first = next(iter(model.parameters()), None)
+    x = torch.zeros(1, in_channels, input_size, input_size, device=first.device if first is not None else "cpu")
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(x)
     model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def model_cost(name: str, num_classes: int, in_channels: int = 3, input_size: int | None = None, flops: bool = True) -> tuple[int, int]:
+    """``(parameters, MACs)`` of a registered model, built on the ``meta`` device (fast, no memory).
+
+    ``input_size`` defaults to the model's native size; MACs are 0 when ``flops`` is False.
+    """
+    spec = get_spec(name)
+    with torch.device("meta"):
+        model = build_model(name, num_classes, in_channels)
+    macs = count_flops(model, input_size or spec.input_size, in_channels) if flops else 0
+    return count_parameters(model), macs
