@@ -77,3 +77,30 @@ def test_cli_one_epoch_with_plugin(name, fmnist_slice, slice_teacher, tmp_path):
     assert summary["method"] == name.removesuffix("_btkd") and summary["rows_rectified"] > 0
     assert 10 < summary["best_acc"] <= 100
     assert Path(tmp_path / name / "best.pt").is_file()
+
+
+CIFAR_PAIRS = sorted(p.parent.name for p in (Path(__file__).resolve().parents[2] / "beyondkd" / "configs" / "cifar100").glob("*/pair.yaml"))
+
+
+@pytest.mark.parametrize("pair", CIFAR_PAIRS)
+def test_cifar100_pair_configs_validate(pair):
+    from beyondkd.distillers import get_distiller_class, validate_params
+    from beyondkd.models.registry import get_spec
+
+    for name in CONFIGS:
+        cfg = load_config(f"configs/cifar100/{pair}/{name}.yaml")
+        assert cfg.method.name == name.removesuffix("_btkd") and cfg.train.epochs == 240
+        assert (parse_bias(cfg.method.bias) is not None) == name.endswith("_btkd")
+        validate_params(get_distiller_class(cfg.method.name), cfg.method.params)
+    for net in (cfg.student.name, cfg.teacher.name):  # CRD reads the `pool` feature of both
+        assert "pool" in get_spec(net).feature_points
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pair", CIFAR_PAIRS)
+def test_cifar100_crd_builds_for_every_pair(pair):
+    cfg = load_config(f"configs/cifar100/{pair}/crd_btkd.yaml")
+    context = DistillerContext(num_classes=100, in_channels=3, image_size=32, num_samples=50_000)
+    d = build_distiller("crd", build_model(cfg.student.name, 100, 3), build_model(cfg.teacher.name, 100, 3),
+                        cfg.method.params, parse_bias(cfg.method.bias), context)
+    assert d.memory_student.shape == (50_000, 128)
