@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beyondkd.errors import ConfigError
 from tests.distillers._zoo_helpers import CONTEXT, batch, grads_ok, make, progress
@@ -71,9 +73,6 @@ def test_negatives_and_banks_live_on_cuda():
     out = d.training_step(b, progress())
     assert d.memory_student.device.type == "cuda" and torch.isfinite(out.loss)
 
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @settings(max_examples=15, deadline=None)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from beyondkd.bias.loss import bias_config
+from beyondkd.distillers import DistillerContext, build_distiller
 from beyondkd.losses.ctkd import bounded_temperature
 from beyondkd.losses.dkd import dkd_loss
 from beyondkd.losses.kd import kd_kl
-from tests.distillers._zoo_helpers import CONTEXT, batch, grads_ok, make, progress
+from beyondkd.models import build_model
+from tests.distillers._zoo_helpers import batch, grads_ok, make, progress
 
 
 @pytest.mark.parametrize("method", ["ctkd", "ctkd_dkd"])
@@ -90,13 +95,6 @@ def test_bad_ranges_are_one_line_errors():
         make("ctkd", {"t_min": 5.0, "t_max": 2.0, "init_temperature": 3.0})
 
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from beyondkd.distillers import DistillerContext, build_distiller
-from beyondkd.bias.loss import bias_config
-from beyondkd.models import build_model
-
 
 @settings(max_examples=30, deadline=None)
 @given(st.sampled_from(["ctkd", "ctkd_dkd"]), st.sampled_from(["global", "instance"]), st.sampled_from([None, "paper", "strict"]),
@@ -109,9 +107,7 @@ def test_loss_and_gradients_finite_on_extreme_logits(method, mode, bias, n, c, s
     s = (torch.randn(n, c, generator=g) * scale).requires_grad_(True)
     t = torch.randn(n, c, generator=g) * scale
     y = torch.randint(0, c, (n,), generator=g)
-    from beyondkd.losses.dkd import dkd_loss as _dkd
-
-    loss_at = kd_kl if method == "ctkd" else (lambda a, b, T: _dkd(a, b, y, 1.0, 8.0, T))
+    loss_at = kd_kl if method == "ctkd" else (lambda a, b, T: dkd_loss(a, b, y, 1.0, 8.0, T))
     out = d.distill_at_learned_temperature(s, t, y, progress(epoch=3), loss_at, 1.0, 1.0)
     assert torch.isfinite(out.loss)
     out.loss.backward()
