@@ -110,9 +110,13 @@ class CRD(Distiller):
         self._hooks_teacher = FeatureHooks(self.teacher, [p.feature])
 
     def _normalised(self, z: Tensor, scores: Tensor) -> Tensor:
-        """Divide ``scores`` by ``Z``, setting ``Z = mean(scores) · M`` on the first call."""
-        if float(z) < 0:
-            z.fill_(float(scores.detach().mean()) * self.context.num_samples)
+        """Divide ``scores`` by ``Z``, setting ``Z = mean(scores) · M`` on the first call.
+
+        Done on the device with ``torch.where`` (no host synchronisation per step).
+        """
+        with torch.no_grad():
+            estimate = scores.detach().mean() * self.context.num_samples
+            z.copy_(torch.where(z < 0, estimate.to(z.dtype), z))
         return scores / z
 
     def contrastive_loss(self, feat_student: Tensor, feat_teacher: Tensor, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
