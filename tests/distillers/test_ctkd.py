@@ -113,3 +113,12 @@ def test_loss_and_gradients_finite_on_extreme_logits(method, mode, bias, n, c, s
     out.loss.backward()
     assert torch.isfinite(s.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in d.temperature_module.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("method", ["ctkd", "ctkd_dkd"])
+def test_student_equal_to_teacher_gives_no_distillation_term(method):
+    d = make(method, {"mode": "instance", "warmup_epochs": 0} if method == "ctkd_dkd" else {"mode": "instance"}, teacher="cnn_tiny")
+    d.teacher.load_state_dict(d.student.state_dict())
+    d.student.eval()
+    out = d.training_step(batch(), progress(epoch=3))
+    assert out.terms["kd"].abs().item() < 1e-4
