@@ -51,6 +51,9 @@ class DistillerContext:
         total_steps: optimizer steps in the whole run.
         total_epochs: epochs in the whole run.
         seed: the run's seed.
+        teacher_model: the teacher's registry name, when the run built it from the registry
+            (SLKD builds fresh networks of the same architecture from it).
+        teacher_options: the architecture options the teacher was built with.
     """
 
     num_classes: int
@@ -60,6 +63,8 @@ class DistillerContext:
     total_steps: int = 1
     total_epochs: int = 1
     seed: int = 0
+    teacher_model: str | None = None
+    teacher_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,6 +139,15 @@ class Distiller(nn.Module):
         """Named groups of trainable parameters; each gets its own optimizer."""
         params = [p for n, p in self.named_parameters() if not n.startswith("teacher.") and p.requires_grad]
         return {"student": params}
+
+    def schedule_spans(self) -> dict[str, tuple[int, int]]:
+        """Per parameter group, the epochs ``[first, end)`` its LR schedule spans.
+
+        Groups not named span the whole run (the default for every group). A method that trains
+        its groups one after another (SLKD's sequential mode) gives each group its own window,
+        so warm-up, cosine decay and milestones run over that group's phase.
+        """
+        return {}
 
     def checkpoint_state(self) -> dict[str, Tensor]:
         """State to save: everything except the frozen teacher."""

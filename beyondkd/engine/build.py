@@ -193,14 +193,16 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cach
 
     trained = cfg.trained
     student, student_meta = load_network(trained, info, "student" if mode == "distill" else "model", require_checkpoint=False)
-    teacher, teacher_acc = None, None
+    teacher, teacher_acc, teacher_meta = None, None, {}
     if cfg.teacher is not None:
-        teacher, _ = load_network(cfg.teacher, info, "teacher", require_checkpoint=True)
+        teacher, teacher_meta = load_network(cfg.teacher, info, "teacher", require_checkpoint=True)
     steps_per_epoch = len(train_loader)
     context = DistillerContext(
         num_classes=info.num_classes, in_channels=info.in_channels,
         image_size=cfg.data.image_size or info.image_size, num_samples=facts["num_samples"],
         total_steps=steps_per_epoch * cfg.train.epochs, total_epochs=cfg.train.epochs, seed=cfg.seed,
+        teacher_model=cfg.teacher.name if cfg.teacher is not None else None,
+        teacher_options=dict(teacher_meta.get("options", {})),
     )
     distiller = build_distiller(method_name, student, teacher, cfg.method.params, bias, context)
     if cfg.train.sync_bn:

@@ -45,9 +45,10 @@ def evaluation_sums(
 
 
 def metrics_from_sums(sums: Tensor) -> dict[str, float]:
-    """``val_acc``, ``val_top5`` (percent) and ``val_loss`` from :func:`evaluation_sums`."""
+    """``val_acc``, ``val_top5`` (percent), ``val_loss`` and ``val_count`` (samples seen) from
+    :func:`evaluation_sums`."""
     top1, top5, loss, count = (float(x) for x in sums.cpu())
-    return {"val_acc": 100.0 * top1 / count, "val_top5": 100.0 * top5 / count, "val_loss": loss / count}
+    return {"val_acc": 100.0 * top1 / count, "val_top5": 100.0 * top5 / count, "val_loss": loss / count, "val_count": int(count)}
 
 
 def evaluate(model: Callable[[Tensor], Tensor], loader: Iterable[Batch], autocast: Callable[[], object] = nullcontext) -> dict[str, float]:

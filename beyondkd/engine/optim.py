@@ -44,8 +44,12 @@ def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: SchedulerC
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, steps_per_epoch: int, total_steps: int
+    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, steps_per_epoch: int, total_steps: int, start_step: int = 0
 ) -> LambdaLR:
-    """A ``LambdaLR`` stepped once per iteration."""
+    """A ``LambdaLR`` stepped once per iteration.
+
+    ``start_step`` delays the schedule: iteration ``start_step`` of the run is its step 0 (a
+    group trained only in a later phase); ``total_steps`` is the length of the schedule itself.
+    """
     base_lr = optimizer.param_groups[0]["lr"]
-    return LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, total_steps, cfg, base_lr))
+    return LambdaLR(optimizer, lambda step: lr_factor(max(step - start_step, 0), steps_per_epoch, total_steps, cfg, base_lr))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,11 @@ class TrainResult:
     last_acc: float
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _has_gradient(optimizer: torch.optim.Optimizer) -> bool:
+    """True when some parameter of ``optimizer`` received a gradient in this step."""
+    return any(p.grad is not None for group in optimizer.param_groups for p in group["params"])
 
 
 class Trainer:
@@ -91,12 +97,17 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        spans = distiller.schedule_spans()
         for group, params in distiller.param_groups().items():
             if not params:
                 continue
             opt_cfg: OptimizerConfig = cfg.extra_optimizers.get(group, cfg.optimizer)
             self.optimizers[group] = build_optimizer(params, opt_cfg, device)
-            self.schedulers[group] = build_scheduler(self.optimizers[group], cfg.scheduler, self.steps_per_epoch, self.total_steps)
+            first, end = spans.get(group, (0, cfg.epochs))
+            self.schedulers[group] = build_scheduler(
+                self.optimizers[group], cfg.scheduler, self.steps_per_epoch,
+                self.steps_per_epoch * (end - first), start_step=self.steps_per_epoch * first,
+            )
         self._trainable = [p for params in distiller.param_groups().values() for p in params]
         unknown = set(cfg.extra_optimizers) - set(self.optimizers)
         if unknown:
@@ -217,15 +228,22 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
             self.scaler.scale(out.loss).backward()
             self.dist.average_gradients(self._trainable)
+            # a group the step left without gradient (a phase that trains other groups) is not stepped
+            stepping = [opt for opt in self.optimizers.values() if _has_gradient(opt)]
             if self.cfg.grad_clip is not None:
-                for opt in self.optimizers.values():
+                for opt in stepping:
                     self.scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(self._trainable, self.cfg.grad_clip)
-            for opt in self.optimizers.values():
+            for opt in stepping:
                 self.scaler.step(opt)
             self.scaler.update()
-            for sched in self.schedulers.values():
-                sched.step()
+            for group, sched in self.schedulers.items():
+                if self.optimizers[group] in stepping:
+                    sched.step()
+                else:  # the schedule follows the run's iterations, stepped or not
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                        sched.step()
             # bookkeeping without host syncs
             n = len(batch)
             loss_sum += out.loss.detach().double() * n

@@ -1,4 +1,8 @@
-"""Pure, per-sample loss functions (``reduction="none"`` so masks compose)."""
+"""Pure, per-sample loss functions (``reduction="none"`` so masks compose).
+
+One module per method; import the functions from their module (``beyondkd.losses.dkd`` ...).
+This package exports the ones every method shares.
+"""
 
 from beyondkd.losses.kd import cross_entropy, kd_kl
 

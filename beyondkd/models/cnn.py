@@ -42,7 +42,9 @@ class SmallCNN(nn.Module):
         return self.fc(self.hidden(x))
 
 
-_POINTS = {"stage1": "stage1", "stage2": "stage2", "pool": "hidden"}
+# ``preact_stageK``: input of the ReLU of the stage's last conv-BN-ReLU (before max-pooling)
+_POINTS = {"stage1": "stage1", "stage2": "stage2", "pool": "hidden",
+           "preact_stage1": "stage1.0.2:in", "preact_stage2": "stage2.0.2:in"}
 
 
 @register_model("cnn_small", family="mnist", input_size=28, feature_points=_POINTS,

@@ -1,0 +1,78 @@
+"""``beyondkd report``: curves of finished or running runs, from their ``metrics.jsonl``.
+
+* ``accuracy.png``: validation top-1 per epoch, one line per run (BTKD Fig. 4 style), with the
+  teacher as a dashed line when every run measured the same teacher.
+* ``bias_statistics.png``: the plug-in's statistics per epoch (only if some run logged them).
+* ``report.md`` / ``report.json``: best and last accuracy of every run and its final statistics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from beyondkd.bench.plots import has_bias_stats, plot_bias_statistics, rectified_top_is_label_share
+from beyondkd.bench.tables import read_run
+from beyondkd.engine.logging import read_metrics
+from beyondkd.engine.plots import plot_accuracy
+from beyondkd.errors import BeyondKDError
+
+
+def run_labels(dirs: list[Path]) -> list[str]:
+    """Shortest distinct trailing paths of ``dirs`` (``kd/seed0`` vs ``kd_btkd/seed0``)."""
+    parts = [d.resolve().parts for d in dirs]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(d) for d in dirs]
+
+
+def load_histories(dirs: list[str | Path]) -> dict[str, list[dict[str, Any]]]:
+    """label -> epoch records; a folder without ``metrics.jsonl`` is a one-line error."""
+    paths = [Path(d) for d in dirs]
+    if not paths:
+        raise BeyondKDError("give at least one run folder (a folder holding metrics.jsonl)")
+    for p in paths:
+        if not (p / "metrics.jsonl").is_file():
+            raise BeyondKDError(f"{p} has no metrics.jsonl: give run folders written by beyondkd train-teacher, distill or bench")
+    return {label: read_metrics(p) for label, p in zip(run_labels(paths), paths)}
+
+
+def make_report(dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
+    """Write the plots and the summary of ``dirs`` into ``out``; return the summary."""
+    out = Path(out)
+    runs = load_histories(dirs)
+    teachers = {r["teacher_acc"] for h in runs.values() for r in h if r.get("teacher_acc") is not None}
+    teacher_acc = next(iter(teachers)) if len(teachers) == 1 else None
+    files = [str(plot_accuracy(runs, out / "accuracy.png", title="Validation accuracy per epoch", teacher_acc=teacher_acc))]
+    biased = {k: h for k, h in runs.items() if has_bias_stats(h)}
+    if biased:
+        files.append(str(plot_bias_statistics(biased, out / "bias_statistics.png")))
+    entries = []
+    for (label, history), d in zip(runs.items(), dirs):
+        res = read_run(d)
+        last = history[-1] if history else {}
+        entry = {"label": label, "dir": str(d), "epochs": len(history), "result": asdict(res) if res else None}
+        if label in biased:
+            entry["final_epoch_bias"] = {
+                "frac_right": last.get("frac_right"), "frac_rectified": last.get("frac_rectified"),
+                "rectified_top_is_label_share": rectified_top_is_label_share(last),
+                "gamma_mean_over_epoch": last.get("gamma"), "gamma_at_last_step": last.get("gamma_last"),
+            }
+        entries.append(entry)
+    summary = {"runs": entries, "files": files, "teacher_acc": teacher_acc}
+    lines = ["| run | epochs | best (epoch) | last | teacher right (last epoch) | rectified (last epoch) |", "|---|---|---|---|---|---|"]
+    for e in entries:
+        r = e["result"]
+        b = e.get("final_epoch_bias") or {}
+        pct = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        lines.append(f"| {e['label']} | {e['epochs']} | " + (f"{r['best_acc']:.2f} ({r['best_epoch']}) | {r['last_acc']:.2f}" if r else "— | —")
+                     + f" | {pct(b.get('frac_right'))} | {pct(b.get('frac_rectified'))} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(lines) + "\n\n" + "\n".join(f"![{Path(f).stem}]({Path(f).name})" for f in files) + "\n")
+    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["markdown"] = "\n".join(lines)
+    return summary

@@ -1,0 +1,282 @@
+"""Plan and run a suite through the ordinary engine, one run folder per (row, seed).
+
+Layout under the output folder (default ``runs/bench/<suite>``)::
+
+    teachers/<teacher-config>/          the teachers the suite trains (once, ``teacher_seed``)
+    <group>/<row>/seed<k>/              every student run (metrics.jsonl, summary.json, best.pt, ...)
+    .cache/                             cached teacher logits shared by the runs
+    table.md, table.json                the tables, computed from the run folders
+
+A run folder with ``summary.json`` is finished and is reused; one with only ``last.pt`` is
+resumed. A folder whose recorded ``config.yaml`` differs from the planned config is an error
+(never silently mixed into a table).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+
+from beyondkd.bench.suite import GroupSpec, RowSpec, Suite, TeacherSpec, slug
+from beyondkd.config import RunConfig, load_config, resolve_config_path
+from beyondkd.errors import BeyondKDError, ConfigError
+
+Mode = Literal["train-teacher", "distill"]
+Status = Literal["done", "resume", "new"]
+
+# Settings that do not change what a run computes: a finished run is reused across them.
+VOLATILE_KEYS = frozenset({
+    "train.progress_bar", "train.device", "train.cache_dir", "train.log_every", "train.threads",
+    "data.num_workers", "data.root", "data.download", "name",
+})
+
+
+@dataclass
+class PlannedRun:
+    """One training run of the suite."""
+
+    group: str
+    label: str
+    seed: int
+    config_path: str
+    overrides: list[str]
+    mode: Mode
+    config: RunConfig
+    output_dir: Path
+
+    def status(self) -> Status:
+        """``done`` (summary.json written), ``resume`` (last.pt only) or ``new``."""
+        done = (self.output_dir / "summary.json").is_file()
+        started = (self.output_dir / "last.pt").is_file()
+        if done or started:
+            check_recorded_config(self.output_dir, self.config)
+        return "done" if done else "resume" if started else "new"
+
+
+@dataclass
+class PlannedRow:
+    spec: RowSpec
+    runs: list[PlannedRun]
+    eliminate: bool | None  # None: the row has no bias plug-in
+    rectify: bool | None
+
+
+@dataclass
+class PlannedGroup:
+    spec: GroupSpec
+    teacher_run: PlannedRun | None
+    teacher_checkpoint: str | None
+    rows: list[PlannedRow]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (row label, why)
+
+
+@dataclass
+class Plan:
+    suite: Suite
+    out: Path
+    seeds: list[int]
+    groups: list[PlannedGroup]
+    common: list[str] = field(default_factory=list)  # overrides of every run (suite + command line)
+
+    @property
+    def teacher_runs(self) -> list[PlannedRun]:
+        seen: dict[Path, PlannedRun] = {}
+        for g in self.groups:
+            if g.teacher_run is not None:
+                seen.setdefault(g.teacher_run.output_dir, g.teacher_run)
+        return list(seen.values())
+
+    @property
+    def student_runs(self) -> list[PlannedRun]:
+        """Seed-major order: a suite cut short still has complete early seeds."""
+        return [r for s in self.seeds for g in self.groups for row in g.rows for r in row.runs if r.seed == s]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_recorded_config(run_dir: Path, config: RunConfig) -> None:
+    """Raise if ``run_dir/config.yaml`` records a different run than ``config``."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    recorded = _flatten(yaml.safe_load(path.read_text()) or {})
+    planned = _flatten(yaml.safe_load(yaml.safe_dump(config.model_dump(mode="json"))))
+    for key in sorted(set(recorded) | set(planned)):
+        if key in VOLATILE_KEYS or any(key.startswith(v + ".") for v in VOLATILE_KEYS):
+            continue
+        if recorded.get(key) != planned.get(key):
+            raise BeyondKDError(
+                f"{run_dir} holds a run of another config ({key}: {recorded.get(key)!r} there, {planned.get(key)!r} planned): "
+                "use another --out, or delete that folder"
+            )
+
+
+def config_exists(path: str) -> bool:
+    try:
+        resolve_config_path(path)
+        return True
+    except ConfigError:
+        return False
+
+
+def missing_configs(suite: Suite) -> list[str]:
+    """Configs a suite names (non-optional rows and teachers) that are not on this install."""
+    names: list[str] = []
+    for g in suite.groups:
+        if g.teacher is not None:
+            names.append(g.teacher.config)
+        names.extend(r.config for r in g.rows if not r.optional)
+    return sorted({n for n in names if not config_exists(n)})
+
+
+def _validate_deep(cfg: RunConfig, where: str) -> tuple[bool | None, bool | None]:
+    """Check what ``load_config`` does not: model, dataset, method and bias names and params.
+
+    Returns the plug-in's (eliminate, rectify), or (None, None) without the plug-in.
+    """
+    from beyondkd.data.registry import get_dataset_spec
+    from beyondkd.distillers.registry import get_distiller_class, validate_params
+    from beyondkd.engine.build import parse_bias
+    from beyondkd.models.registry import get_spec
+
+    try:
+        get_dataset_spec(cfg.data.name)
+        for net in (cfg.model, cfg.student, cfg.teacher):
+            if net is not None:
+                get_spec(net.name)
+        method = cfg.method.name or ("vanilla" if cfg.model is not None else "kd")
+        validate_params(get_distiller_class(method), cfg.method.params)
+        bias = parse_bias(cfg.method.bias)
+    except BeyondKDError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if bias is None:
+        return None, None
+    return bias.eliminate, bias.rectify
+
+
+def _load(path: str, overrides: list[str], where: str) -> RunConfig:
+    if not config_exists(path):
+        raise ConfigError(f"{where} references config '{path}', which does not exist on this install (beyondkd configs lists them)")
+    try:
+        return load_config(path, overrides)
+    except BeyondKDError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _teacher_dir(out: Path, spec: TeacherSpec) -> Path:
+    """``teachers/<config>[-<hash of the teacher's own overrides>]``: groups may share a teacher."""
+    stem = slug(str(Path(spec.config).with_suffix("")).removeprefix("configs/").replace("/", "-"))
+    if spec.overrides:
+        stem += "-" + hashlib.sha1("\n".join(spec.overrides).encode()).hexdigest()[:8]
+    return out / "teachers" / stem
+
+
+def plan_suite(suite: Suite, out: str | Path | None = None, seeds: list[int] | None = None,
+               overrides: list[str] | tuple[str, ...] = ()) -> Plan:
+    """Resolve and validate every run of ``suite`` (nothing is trained)."""
+    out_dir = Path(out) if out is not None else Path("runs") / "bench" / suite.name
+    seeds = list(seeds) if seeds else list(suite.seeds)
+    common = list(suite.overrides) + list(overrides)
+    groups: list[PlannedGroup] = []
+    for g in suite.groups:
+        teacher_run, teacher_ckpt = None, None
+        if g.teacher is not None:
+            t = g.teacher
+            where = f"suite '{suite.name}', group '{g.name}', teacher"
+            if t.checkpoint and Path(t.checkpoint).is_file():
+                teacher_ckpt = t.checkpoint
+                _load(t.config, common + t.overrides, where)  # still validated
+            else:
+                tdir = _teacher_dir(out_dir, t)
+                over = common + t.overrides + [f"seed={suite.teacher_seed}", f"output_dir={tdir}"]
+                cfg = _load(t.config, over, where)
+                if cfg.model is None:
+                    raise ConfigError(f"{where}: config '{t.config}' has no 'model:' section, so it cannot train a teacher")
+                _validate_deep(cfg, where)
+                teacher_run = PlannedRun(g.name, "teacher", suite.teacher_seed, t.config, over, "train-teacher", cfg, tdir)
+                teacher_ckpt = str(tdir / "best.pt")
+        rows: list[PlannedRow] = []
+        skipped: list[tuple[str, str]] = []
+        for r in g.rows:
+            where = f"suite '{suite.name}', group '{g.name}', row '{r.label}'"
+            if r.optional and not config_exists(r.config):
+                skipped.append((r.label, f"config '{r.config}' is not on this install"))
+                continue
+            runs: list[PlannedRun] = []
+            flags: tuple[bool | None, bool | None] = (None, None)
+            for seed in seeds:
+                rdir = out_dir / slug(g.name) / slug(r.label) / f"seed{seed}"
+                over = common + r.overrides + [f"seed={seed}", f"output_dir={rdir}"]
+                cfg = _load(r.config, over, where)
+                mode: Mode = "train-teacher" if cfg.model is not None else "distill"
+                if mode == "distill" and teacher_ckpt is not None:
+                    over = over + [f"teacher.checkpoint={teacher_ckpt}"]
+                    cfg = _load(r.config, over, where)
+                flags = _validate_deep(cfg, where)
+                runs.append(PlannedRun(g.name, r.label, seed, r.config, over, mode, cfg, rdir))
+            rows.append(PlannedRow(r, runs, *flags))
+        groups.append(PlannedGroup(g, teacher_run, teacher_ckpt, rows, skipped))
+    return Plan(suite, out_dir, seeds, groups, common)
+
+
+def describe_plan(plan: Plan) -> str:
+    """The planned runs, one line each, with their status (for ``--dry-run``)."""
+    lines = [f"suite {plan.suite.name}: {plan.suite.description}".rstrip(": "),
+             f"seeds {','.join(map(str, plan.seeds))}; runs under {plan.out}",
+             f"overrides of every run: {' '.join(plan.common) or '(none)'}"]
+    n = 0
+    for run in plan.teacher_runs:
+        n += 1
+        lines.append(f"  [{run.status():6}] teacher {run.config_path} ({run.mode}) -> {run.output_dir}")
+    for g in plan.groups:
+        if g.teacher_run is None and g.teacher_checkpoint:
+            lines.append(f"  [exists] teacher of '{g.spec.name}': {g.teacher_checkpoint}")
+        for label, why in g.skipped:
+            lines.append(f"  [skip  ] {g.spec.name} / {label}: {why}")
+    for run in plan.student_runs:
+        n += 1
+        extra = [o for o in run.overrides[len(plan.common):] if not o.startswith(("output_dir=", "seed=", "teacher.checkpoint="))]
+        lines.append(f"  [{run.status():6}] {run.group} / {run.label} seed {run.seed}: {run.config_path} ({run.mode})"
+                     + (f" {' '.join(extra)}" if extra else ""))
+    lines.append(f"{n} runs planned, {sum(r.status() == 'done' for r in plan.teacher_runs + plan.student_runs)} already finished")
+    return "\n".join(lines)
+
+
+def execute_run(run: PlannedRun, cache_dir: Path) -> dict[str, Any]:
+    """Train one planned run (resuming a started one); return its summary."""
+    from beyondkd.engine.build import run_training
+
+    status = run.status()
+    if status == "done":
+        import json
+
+        return json.loads((run.output_dir / "summary.json").read_text())
+    result = run_training(run.config, run.mode, resume=status == "resume", cache_dir=cache_dir)
+    return result.summary
+
+
+def execute_plan(plan: Plan, log: Callable[[str], None] = print) -> None:
+    """Train every unfinished run of ``plan``: teachers first, then the students seed by seed."""
+    runs = plan.teacher_runs + plan.student_runs
+    cache = plan.out / ".cache"
+    for i, run in enumerate(runs, start=1):
+        head = f"[{i}/{len(runs)}] {run.group} / {run.label}" + ("" if run.label == "teacher" else f" seed {run.seed}")
+        status = run.status()
+        t0 = time.perf_counter()
+        summary = execute_run(run, cache)
+        what = "finished earlier" if status == "done" else f"{time.perf_counter() - t0:.0f} s" + (" (resumed)" if status == "resume" else "")
+        log(f"{head}: best {summary['best_acc']:.2f} (epoch {summary['best_epoch']}), last {summary['last_acc']:.2f} [{what}]")

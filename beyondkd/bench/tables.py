@@ -1,0 +1,217 @@
+"""Tables of a suite, computed from its run folders (never from remembered numbers).
+
+For each row: the best-epoch and last-epoch validation top-1 accuracy of every finished seed,
+their mean and sample standard deviation, Δ against the row's baseline (the best of its
+baselines' means), and the paper's number and Δ beside ours. The teacher row is the teacher
+the suite trained, or else the teacher accuracy the student runs measured.
+
+Shapes: ``table1`` (BTKD Table 1: teacher, student, methods, ours), ``ablation`` (BTKD Table 5:
+adds the elimination / rectification columns, read from each run's plug-in settings),
+``plugin`` (BTKD Table 6: X and X + ours, Δ = X + ours − X), ``slkd`` (SLKD Tables 2/4).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from beyondkd.bench.runner import Plan, PlannedRun
+from beyondkd.engine.logging import read_metrics
+
+SHAPE_TITLES = {
+    "table1": "methods on one teacher/student pair (BTKD Table 1 shape)",
+    "ablation": "bias elimination / rectification ablation (BTKD Table 5 shape)",
+    "plugin": "the plug-in over other methods, X vs X + ours (BTKD Table 6 shape)",
+    "slkd": "SLKD tables shape (Δ over KD)",
+}
+STAT_KEYS = ("frac_right", "frac_rectified", "frac_rectified_top_is_label", "gamma", "gamma_last")
+
+
+@dataclass
+class RunResult:
+    """What one run folder says: best and last validation accuracy (%)."""
+
+    dir: str
+    seed: int | None
+    finished: bool
+    epochs: int
+    best_acc: float
+    best_epoch: int  # 1-based
+    last_acc: float
+    teacher_acc: float | None
+    final_stats: dict[str, float]
+
+
+def read_run(run_dir: str | Path, seed: int | None = None) -> RunResult | None:
+    """Read ``metrics.jsonl`` of a run folder; None if it has no evaluated epoch yet."""
+    history = read_metrics(run_dir)
+    evaluated = [r for r in history if "val_acc" in r]
+    if not evaluated:
+        return None
+    best = max(evaluated, key=lambda r: r["val_acc"])  # first epoch reaching the maximum
+    last = history[-1]
+    teacher = next((r["teacher_acc"] for r in reversed(history) if r.get("teacher_acc") is not None), None)
+    return RunResult(
+        dir=str(run_dir), seed=seed, finished=(Path(run_dir) / "summary.json").is_file(), epochs=len(history),
+        best_acc=float(best["val_acc"]), best_epoch=int(best["epoch"]) + 1, last_acc=float(evaluated[-1]["val_acc"]),
+        teacher_acc=None if teacher is None else float(teacher),
+        final_stats={k: float(last[k]) for k in STAT_KEYS if k in last},
+    )
+
+
+@dataclass
+class Aggregate:
+    """Mean and sample standard deviation (``None`` for fewer than two values) of ``n`` values."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+    def format(self) -> str:
+        if self.mean is None:
+            return "—"
+        return f"{self.mean:.2f}" if self.std is None else f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+def aggregate(values: Sequence[float]) -> Aggregate:
+    """Mean ± sample std (n − 1 in the denominator) of ``values``."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return Aggregate(None, None, 0)
+    return Aggregate(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals))
+
+
+def _delta(value: float | None, baseline: float | None) -> float | None:
+    return None if value is None or baseline is None else value - baseline
+
+
+def _results(runs: list[PlannedRun]) -> list[RunResult]:
+    out = []
+    for run in runs:
+        res = read_run(run.output_dir, run.seed)
+        if res is not None and res.finished:
+            out.append(res)
+    return out
+
+
+def build_table(plan: Plan) -> dict[str, Any]:
+    """The suite's table as a JSON-able mapping (see :func:`render_markdown`)."""
+    suite = plan.suite
+    groups = []
+    for g in plan.groups:
+        rows: list[dict[str, Any]] = []
+        # teacher row
+        teacher: dict[str, Any] | None = None
+        if g.teacher_run is not None:
+            res = _results([g.teacher_run])
+            teacher = {"label": "teacher", "how": f"trained by the suite ({g.teacher_run.config_path})",
+                       "runs": [asdict(r) for r in res],
+                       "best": asdict(aggregate([r.best_acc for r in res])), "last": asdict(aggregate([r.last_acc for r in res]))}
+        measured = [res.teacher_acc for row in g.rows for res in _results(row.runs) if res.teacher_acc is not None]
+        if teacher is None and (measured or g.spec.teacher is not None):
+            # The teacher was given (a checkpoint): its accuracy as every student run measured it.
+            acc = aggregate(measured)
+            teacher = {"label": "teacher", "how": f"checkpoint {g.teacher_checkpoint or 'of the row configs'}, as measured by the student runs",
+                       "runs": [], "best": asdict(acc), "last": asdict(acc)}
+        if teacher is not None:
+            teacher["paper"] = g.spec.teacher.paper.model_dump() if g.spec.teacher and g.spec.teacher.paper else None
+            teacher["teacher_acc_measured_by_students"] = asdict(aggregate(measured))
+        by_label: dict[str, dict[str, Any]] = {}
+        for row in g.rows:
+            res = _results(row.runs)
+            entry = {
+                "label": row.spec.label, "config": row.spec.config, "overrides": row.spec.overrides,
+                "mode": row.runs[0].mode if row.runs else None, "eliminate": row.eliminate, "rectify": row.rectify,
+                "seeds_planned": [r.seed for r in row.runs], "runs": [asdict(r) for r in res],
+                "best": asdict(aggregate([r.best_acc for r in res])), "last": asdict(aggregate([r.last_acc for r in res])),
+                "best_epoch": asdict(aggregate([r.best_epoch for r in res])),
+                "paper": row.spec.paper.model_dump() if row.spec.paper else None,
+                "baseline": row.spec.baselines,
+            }
+            rows.append(entry)
+            by_label[row.spec.label] = entry
+        for entry in rows:
+            base = [by_label[b] for b in entry["baseline"] if b in by_label]
+            ours = [b["best"]["mean"] for b in base if b["best"]["mean"] is not None]
+            entry["delta_best"] = _delta(entry["best"]["mean"], max(ours) if ours else None)
+            lasts = [b["last"]["mean"] for b in base if b["last"]["mean"] is not None]
+            entry["delta_last"] = _delta(entry["last"]["mean"], max(lasts) if lasts else None)
+            papers = [b["paper"]["acc"] for b in base if b["paper"]]
+            entry["paper_delta"] = _delta(entry["paper"]["acc"] if entry["paper"] else None, max(papers) if papers else None)
+        groups.append({"name": g.spec.name, "teacher": teacher, "rows": rows,
+                       "skipped": [{"label": l, "why": w} for l, w in g.skipped]})
+    return {
+        "suite": suite.name, "description": suite.description, "table": suite.table, "source": suite.source,
+        "seeds": plan.seeds, "out": str(plan.out), "groups": groups,
+    }
+
+
+def _num(x: float | None, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+
+def _agg(d: dict[str, Any]) -> str:
+    return Aggregate(**d).format()
+
+
+def _check(flag: bool | None) -> str:
+    """✓ / ✗; a row without the plug-in uses neither module (✗)."""
+    return "✓" if flag else "✗"
+
+
+def render_markdown(table: dict[str, Any]) -> str:
+    """Markdown tables, one per group, with a header saying what every column is."""
+    shape = table["table"]
+    ablation = shape == "ablation"
+    lines = [f"## {table['suite']}: {SHAPE_TITLES.get(shape, shape)}", ""]
+    if table.get("description"):
+        lines += [table["description"], ""]
+    lines += [
+        f"Validation top-1 accuracy (%) over seeds {', '.join(map(str, table['seeds']))}: mean ± sample std of each seed's "
+        "best epoch and of its last epoch; *seeds* counts finished runs. Δ: best-epoch mean minus the baseline's "
+        "(the best of several baselines). *paper*: the number the paper prints; *paper Δ*: the same difference in the paper."
+        + (f" Paper numbers: {table['source']}." if table.get("source") else ""),
+        "",
+    ]
+    head = ["method"] + (["elimination", "rectification"] if ablation else []) + ["best", "last", "seeds", "Δ", "vs", "paper", "paper Δ"]
+    for g in table["groups"]:
+        lines += [f"### {g['name']}", "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+        t = g["teacher"]
+        if t is not None:
+            cells = ["teacher"] + (["—", "—"] if ablation else []) + [
+                _agg(t["best"]), _agg(t["last"]), str(t["best"]["n"]) if t["runs"] else "ckpt", "—", "—",
+                _num(t["paper"]["acc"]) if t["paper"] else "—", "—"]
+            lines.append("| " + " | ".join(cells) + " |")
+        for r in g["rows"]:
+            cells = [r["label"]] + ([_check(r["eliminate"]), _check(r["rectify"])] if ablation else []) + [
+                _agg(r["best"]), _agg(r["last"]), f"{r['best']['n']}/{len(r['seeds_planned'])}",
+                _num(r["delta_best"], signed=True), " / ".join(r["baseline"]) or "—",
+                _num(r["paper"]["acc"]) if r["paper"] else "—", _num(r["paper_delta"], signed=True)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        if t is not None:
+            lines.append(f"Teacher: {t['how']}.")
+        for s in g["skipped"]:
+            lines.append(f"Not run: {s['label']} ({s['why']}).")
+        sources = sorted({r["paper"]["source"] for r in g["rows"] if r["paper"]} | ({t["paper"]["source"]} if t and t["paper"] else set()))
+        if sources:
+            lines.append(f"Paper numbers from: {'; '.join(sources)}.")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_table(plan: Plan, out: Path | None = None) -> tuple[dict[str, Any], Path, Path]:
+    """Build the table and write ``table.md`` and ``table.json`` into the suite's folder."""
+    table = build_table(plan)
+    out = Path(out or plan.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md, js = out / "table.md", out / "table.json"
+    md.write_text(render_markdown(table))
+    js.write_text(json.dumps(table, indent=2) + "\n")
+    return table, md, js

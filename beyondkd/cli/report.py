@@ -1,0 +1,21 @@
+"""``beyondkd report``: accuracy curves and bias statistics of run folders, as PNGs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _report(args: argparse.Namespace) -> int:
+    from beyondkd.bench.report import make_report
+
+    summary = make_report(args.runs, args.out)
+    print(summary["markdown"])
+    print("wrote " + ", ".join(summary["files"]) + f", {args.out}/report.md and report.json")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="plot accuracy curves and bias statistics of run folders")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders holding metrics.jsonl")
+    p.add_argument("--out", "-o", default="runs/report", help="folder for the PNGs and the summary (default runs/report)")
+    p.set_defaults(func=_report)

@@ -1,0 +1,246 @@
+"""Shared machinery of the feature-based methods (FitNet, AT, SP, RKD, OFD, ReviewKD, InDistill).
+
+A :class:`FeatureDistiller`:
+
+1. resolves its *feature points* — ``params.student_points`` / ``params.teacher_points`` or,
+   when unset, the method's defaults expressed with the semantic names of the model registry
+   spec (``stage1..K``, ``pool``, ``preact_stageK``); any module path (``layer2``,
+   ``layer2.1.relu:in``) works too, so torchvision/timm models take explicit points;
+2. registers :class:`~beyondkd.models.features.FeatureHooks` on student and teacher;
+3. probes the feature shapes **once** with a dummy forward (``DistillerContext.image_size``,
+   ``in_channels``; eval mode, no gradient) and lets the method build its connectors from them.
+   Connectors are ``nn.Module`` attributes, hence trained in the default ``student`` parameter
+   group and saved by ``checkpoint_state``;
+4. per step: ``CE + feature term`` (+ an optional logit KD term). With the BTKD plug-in the
+   logit term is the plug-in's bias-aware KD (elimination / rectification, weighted by γ),
+   added beside the feature term through :meth:`Distiller.logit_distillation` — the way BTKD's
+   Table 6 combines its method with feature-based methods. The feature term itself is not
+   split by the plug-in.
+
+The teacher's features are read on every step, so ``teacher_logits_only = False`` (no cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from beyondkd.bias.schedule import Progress
+from beyondkd.data.base import Batch
+from beyondkd.distillers.base import Distiller, DistillerContext, StepOutput
+from beyondkd.errors import ConfigError
+from beyondkd.losses.kd import cross_entropy, kd_kl
+from beyondkd.models.features import FeatureHooks, resolve_feature_point
+
+
+class FeatureParams(BaseModel):
+    """Hyper-parameters shared by every feature method.
+
+    Attributes:
+        student_points: feature points of the student (semantic names or module paths);
+            ``None`` = the method's default for the architecture.
+        teacher_points: the teacher's, paired one-to-one with ``student_points``.
+        ce_weight: weight of the cross-entropy with the labels.
+        kd_weight: weight of the logit KD term ``T²·KL``; ``None`` = 0 for the method alone and
+            0.9 (the field's KD weight) when the BTKD plug-in is on.
+        temperature: temperature of the logit term (and of the plug-in's rectification).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    student_points: list[str] | None = None
+    teacher_points: list[str] | None = None
+    ce_weight: float = Field(1.0, ge=0.0)
+    kd_weight: float | None = Field(None, ge=0.0)
+    temperature: float = Field(4.0, gt=0.0)
+
+
+def stage_names(model: nn.Module) -> list[str]:
+    """Semantic ``stageK`` names of a registered model, in order (empty without a spec)."""
+    spec = getattr(model, "beyondkd_spec", None)
+    if spec is None:
+        return []
+    names = [n for n in spec.feature_points if n.startswith("stage") and n[5:].isdigit()]
+    return sorted(names, key=lambda n: int(n[5:]))
+
+
+def has_point(model: nn.Module, name: str) -> bool:
+    spec = getattr(model, "beyondkd_spec", None)
+    return spec is not None and name in spec.feature_points
+
+
+def match_spatial(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+    """Average-pool the larger of two ``(N, C, H, W)`` maps to the other's size (no-op if equal)."""
+    if student.dim() != 4 or student.shape[2:] == teacher.shape[2:]:
+        return student, teacher
+    size = (min(student.shape[2], teacher.shape[2]), min(student.shape[3], teacher.shape[3]))
+    if tuple(student.shape[2:]) != size:
+        student = F.adaptive_avg_pool2d(student, size)
+    if tuple(teacher.shape[2:]) != size:
+        teacher = F.adaptive_avg_pool2d(teacher, size)
+    return student, teacher
+
+
+def as_map(x: Tensor) -> Tensor:
+    """``(N, D)`` -> ``(N, D, 1, 1)``; 4-d tensors unchanged."""
+    return x.reshape(x.shape[0], -1, 1, 1) if x.dim() == 2 else x
+
+
+class ConnectorBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm of connectors that accepts a single value per channel.
+
+    In training mode, a batch of one ``1×1`` map (e.g. a pooled embedding with batch size 1)
+    has no variance to normalise by; such a batch uses the running statistics instead of
+    raising, and leaves them unchanged. Otherwise identical to ``nn.BatchNorm2d``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] <= 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+def owner_module(model: nn.Module, point: str) -> tuple[str, nn.Module]:
+    """The module that produces feature ``point``: the module itself, or for ``path:in`` its parent."""
+    path = resolve_feature_point(model, point)
+    module_path, _, which = path.partition(":")
+    if which == "in":
+        module_path = module_path.rpartition(".")[0]
+    modules = dict(model.named_modules())
+    return module_path, modules[module_path]
+
+
+def last_module_of(model: nn.Module, point: str, kind: type[nn.Module], channels: int, attr: str) -> nn.Module | None:
+    """The last ``kind`` module (registration order) producing ``channels`` channels for ``point``.
+
+    Searched inside :func:`owner_module`; modules on a shortcut (``downsample``, ``shortcut``)
+    are skipped because they are not on the main path that the feature comes from.
+    """
+    _, owner = owner_module(model, point)
+    found = None
+    for name, m in owner.named_modules():
+        if isinstance(m, kind) and getattr(m, attr) == channels and not any(
+            part in ("downsample", "shortcut") for part in name.split(".")
+        ):
+            found = m
+    return found
+
+
+class FeatureDistiller(Distiller):
+    """Base class of the feature methods (see the module docstring).
+
+    Subclasses set ``Params`` (a :class:`FeatureParams` subclass), implement
+    :meth:`default_points`, :meth:`build_connectors` and :meth:`feature_loss`.
+    """
+
+    Params: ClassVar[type[BaseModel]] = FeatureParams
+    teacher_logits_only: ClassVar[bool] = False
+    #: the field's KD weight used for the logit term when the plug-in is on and kd_weight is unset
+    PLUGIN_KD_WEIGHT: ClassVar[float] = 0.9
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, params: BaseModel, bias, context: DistillerContext) -> None:
+        super().__init__(student, teacher, params, bias, context)
+        if self.teacher is None:
+            raise ConfigError(f"method '{self.name}' needs a teacher: add a 'teacher:' section with a checkpoint")
+        p = self.params
+        self.student_points = list(p.student_points) if p.student_points is not None else self.default_points(student, "student")
+        self.teacher_points = list(p.teacher_points) if p.teacher_points is not None else self.default_points(self.teacher, "teacher")
+        if len(self.student_points) != len(self.teacher_points):
+            raise ConfigError(
+                f"method '{self.name}': {len(self.student_points)} student_points but {len(self.teacher_points)} "
+                "teacher_points: give the same number (they are paired in order)"
+            )
+        if not self.student_points:
+            raise ConfigError(f"method '{self.name}' needs at least one feature point: set params.student_points and teacher_points")
+        self.student_hooks = FeatureHooks(student, self.student_points)
+        self.teacher_hooks = FeatureHooks(self.teacher, self.teacher_points)
+        s_shapes, t_shapes = self._probe_shapes()
+        self.student_shapes, self.teacher_shapes = s_shapes, t_shapes
+        self.build_connectors(s_shapes, t_shapes)
+
+    # -- to implement ----------------------------------------------------------------------------
+    def default_points(self, model: nn.Module, role: str) -> list[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def build_connectors(self, student_shapes: list[torch.Size], teacher_shapes: list[torch.Size]) -> None:
+        """Create connector modules from the probed shapes (``(C, H, W)`` or ``(D,)``); none by default."""
+
+    def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor], progress: Progress) -> Tensor:  # pragma: no cover
+        """The weighted per-sample feature term ``(N,)``."""
+        raise NotImplementedError
+
+    # -- helpers -------------------------------------------------------------------------------
+    def require_points(self, model: nn.Module, role: str, names: Sequence[str]) -> list[str]:
+        """``names`` if the model's spec defines them all, else a one-line error asking for points."""
+        missing = [n for n in names if not has_point(model, n)]
+        if missing or not names:
+            what = type(model).__name__
+            raise ConfigError(
+                f"method '{self.name}': the {role} ({what}) has no feature point "
+                f"{missing[0] if missing else 'stage1'!r} in its model spec: set method.params.{role}_points "
+                "to module names (e.g. [layer2] or [layer2.1.relu:in])"
+            )
+        return list(names)
+
+    def stages(self, model: nn.Module, role: str) -> list[str]:
+        names = stage_names(model)
+        return self.require_points(model, role, names)
+
+    def _probe_shapes(self) -> tuple[list[torch.Size], list[torch.Size]]:
+        c = self.context
+        assert self.teacher is not None
+        device = next(self.student.parameters()).device
+        x = torch.zeros(2, c.in_channels, c.image_size, c.image_size, device=device)
+        was = self.student.training
+        self.student.eval()
+        try:
+            with torch.no_grad():
+                self.student(x)
+                self.teacher(x.to(next(self.teacher.parameters()).device))
+        finally:
+            self.student.train(was)
+        s = [self.student_hooks.features[n].shape[1:] for n in self.student_points]
+        t = [self.teacher_hooks.features[n].shape[1:] for n in self.teacher_points]
+        self.student_hooks.features.clear()
+        self.teacher_hooks.features.clear()
+        return s, t
+
+    def release_features(self) -> None:
+        """Drop the hooks' references to this step's tensors (the loss keeps what it needs)."""
+        self.student_hooks.features.clear()
+        self.teacher_hooks.features.clear()
+
+    def effective_kd_weight(self) -> float:
+        kd = self.params.kd_weight
+        if kd is None:
+            return self.PLUGIN_KD_WEIGHT if self.bias is not None else 0.0
+        return kd
+
+    def logit_terms(self, logits: Tensor, teacher_logits: Tensor, batch: Batch, progress: Progress,
+                    ce_weight: float, kd_weight: float) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """CE (+ logit KD, through the plug-in when it is on)."""
+        ce = cross_entropy(logits, batch.targets)
+        if self.bias is None and kd_weight == 0.0:
+            term = ce_weight * ce.mean()
+            return term, {"ce": term.detach()}, {}
+        t = self.params.temperature
+        return self.logit_distillation(logits, teacher_logits, batch.targets, progress,
+                                       partial(kd_kl, temperature=t), t, ce_weight, kd_weight, ce=ce)
+
+    # -- the contract ----------------------------------------------------------------------------
+    def training_step(self, batch: Batch, progress: Progress) -> StepOutput:
+        teacher_logits, t_all = self.teacher_forward_with_features(batch.images, self.teacher_hooks)
+        logits = self.student(batch.images)
+        s_feats = [self.student_hooks.features[n] for n in self.student_points]
+        t_feats = [t_all[n] for n in self.teacher_points]
+        self.release_features()
+        feat = self.feature_loss(s_feats, t_feats, progress).mean()
+        loss, terms, stats = self.logit_terms(logits, teacher_logits, batch, progress,
+                                              self.params.ce_weight, self.effective_kd_weight())
+        terms["feat"] = feat.detach()
+        return StepOutput(loss + feat, logits, terms, stats)
