@@ -82,7 +82,8 @@ class CifarResNet(nn.Module):
 
 def _feature_points(depth: int) -> dict[str, str]:
     last = (depth - 2) // 6 - 1
-    points = {f"stage{k}": f"layer{k}" for k in (1, 2, 3)}
+    points = {"stem": "act1"}
+    points.update({f"stage{k}": f"layer{k}" for k in (1, 2, 3)})
     points.update({f"preact_stage{k}": f"layer{k}.{last}.act_out:in" for k in (1, 2, 3)})
     points["pool"] = "flatten"
     return points

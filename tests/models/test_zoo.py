@@ -121,3 +121,15 @@ def test_imagenet_wrapper_replaces_stem_for_grey_images():
     model = build_model("resnet18_imagenet", 5, in_channels=1)
     assert model.conv1.in_channels == 1 and model.conv1.out_channels == 64 and model.conv1.stride == (2, 2)
     assert model.fc.out_features == 5
+
+
+def test_models_cli_lists_names_params_and_macs(capsys):
+    from beyondkd.cli.main import main
+
+    assert main(["models", "--family", "cifar"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
+    assert {"wrn_40_2", "resnet32x4", "mobilenetv2_x0_5", "shufflenetv2"} <= set(rows)
+    assert "resnet18_imagenet" not in rows
+    cells = [c.strip() for c in rows["resnet32x4"].split("│")]
+    assert cells[3:7] == ["100", "7.434", "1083.0", "32"]  # classes, params (M), MACs (M), input
