@@ -39,6 +39,7 @@ from beyondkd.data.base import Batch
 from beyondkd.distillers.base import Distiller, DistillerContext, StepOutput
 from beyondkd.distillers.registry import register_distiller
 from beyondkd.errors import ConfigError
+from beyondkd.engine.distributed import all_gather_rows
 from beyondkd.losses.crd import contrast_scores, momentum_update, nce_loss, sample_negatives
 from beyondkd.losses.kd import kd_kl
 from beyondkd.models.features import FeatureHooks
@@ -131,8 +132,10 @@ class CRD(Distiller):
         out_t = self._normalised(self.z_teacher, contrast_scores(v_t, rows_s, p.nce_t))
         noise = 1.0 / self.context.num_samples
         loss = nce_loss(out_s, noise) + nce_loss(out_t, noise)
-        momentum_update(self.memory_student, idx[:, 0], v_s, p.nce_momentum)
-        momentum_update(self.memory_teacher, idx[:, 0], v_t, p.nce_momentum)
+        # under torchrun every rank applies every rank's rows, so the banks stay identical
+        rows = all_gather_rows(idx[:, 0])
+        momentum_update(self.memory_student, rows, all_gather_rows(v_s.detach()), p.nce_momentum)
+        momentum_update(self.memory_teacher, rows, all_gather_rows(v_t.detach()), p.nce_momentum)
         return loss, v_s, v_t
 
     def training_step(self, batch: Batch, progress: Progress) -> StepOutput:

@@ -99,3 +99,16 @@ class DistEnv:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
+
+def all_gather_rows(t: Tensor) -> Tensor:
+    """Concatenate ``t`` (same shape on every rank) along dim 0 over all ranks, without gradient.
+
+    Identity outside a multi-process run. Methods with per-sample state (CRD's memory banks)
+    use it so every rank applies every rank's update and the copies stay identical.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.detach().contiguous())
+    return torch.cat(parts, dim=0)
+

@@ -87,3 +87,39 @@ def test_contrastive_loss_finite_on_extreme_features_and_batch_of_one(n, scale, 
     assert loss.shape == (n,) and torch.isfinite(loss).all()
     loss.sum().backward()
     assert torch.isfinite(fs.grad).all() and torch.isfinite(d.embed_student.weight.grad).all()
+
+
+def _crd_rank(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from beyondkd.data.base import Batch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)  # same models and banks on every rank, as under torchrun
+    d = make("crd", {"nce_k": 16})
+    g = torch.Generator().manual_seed(rank)
+    for step in range(2):  # each rank sees its own, disjoint samples
+        idx = torch.arange(8) * world + rank + 16 * world * step
+        b = Batch(torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g), idx % 64)
+        d.training_step(b, progress())
+    torch.save({"s": d.memory_student, "t": d.memory_teacher}, f"{out}/bank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_memory_banks_stay_identical_across_processes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_crd_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    b0, b1 = (torch.load(tmp_path / f"bank{r}.pt") for r in (0, 1))
+    assert torch.equal(b0["s"], b1["s"]) and torch.equal(b0["t"], b1["t"])
+    fresh = make("crd", {"nce_k": 16})
+    changed = (b0["s"] != fresh.memory_student).any(1).nonzero().flatten().tolist()
+    assert len(changed) == 32  # both ranks' 2 × 8 rows were written on each rank
