@@ -323,6 +323,9 @@ class Trainer:
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         if resume:
+            if self.dist.is_main:  # half-written files of a killed run (the real ones are intact)
+                for stale in self.output_dir.glob(".*.pt.*.tmp"):
+                    stale.unlink(missing_ok=True)
             if not self.resume():
                 raise BeyondKDError(f"nothing to resume: {self.last_path} does not exist (run without --resume to start)")
         elif self.last_path.exists() and self.dist.is_main:
