@@ -54,10 +54,13 @@ def _bench(args: argparse.Namespace) -> int:
     if not args.tables_only:
         print(describe_plan(plan), flush=True)
         execute_plan(plan, log=lambda line: print(line, flush=True))
+    from beyondkd.bench.report import suite_curves
+
     table, md, js = write_table(plan)
+    curves = suite_curves(plan)
     print()
     print(render_markdown(table))
-    print(f"tables: {md} and {js}")
+    print(f"tables: {md} and {js}" + (f"; curves: {', '.join(map(str, curves))}" if curves else ""))
     return 0
 
 

@@ -41,6 +41,7 @@ def test_bench_tiny_suite_two_seeds_then_reuse_and_report(fmnist_slice, tmp_path
     rows = {r["label"]: r for r in table["groups"][0]["rows"]}
     assert all(r["best"]["n"] == 2 and 10 < r["best"]["mean"] <= 100 for r in rows.values())
     assert rows["KD + BTKD"]["paper"]["acc"] == 81.5
+    assert (out / "tiny-tiny" / "accuracy.png").is_file()  # mean curves per row
     teacher = table["groups"][0]["teacher"]
     assert teacher["best"]["n"] == 1 and teacher["how"].startswith("trained by the suite")
     # every student run measured the suite's teacher (on its own seed's validation subset)
