@@ -58,7 +58,7 @@ def plot_bias_stats(runs: Mapping[str, History], path: str | Path, title: str = 
     """Per epoch: fraction of rows the teacher got right, fraction rectified, and γ."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=120)
-    panels = (("frac_right", "rows teacher right"), ("frac_rectified", "rows rectified"), ("gamma", "γ (end of epoch)"))
+    panels = (("frac_right", "rows teacher right"), ("frac_rectified", "rows rectified"), ("gamma", "γ (mean over the epoch's steps)"))
     for ax, (key, label) in zip(axes, panels):
         for run_label, history in runs.items():
             pts = [(r["epoch"] + 1, r[key]) for r in history if key in r]

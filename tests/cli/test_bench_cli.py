@@ -70,3 +70,17 @@ def test_bench_errors_are_one_line(tmp_path, capsys):
     assert "--seeds" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "metrics.jsonl" in capsys.readouterr().err
+
+
+def test_a_failing_run_is_reported_and_the_table_still_written(fmnist_slice, tmp_path, capsys):
+    kd = tmp_path / "kd.yaml"
+    kd.write_text(yaml.safe_dump({"name": "kd", "data": {"root": str(fmnist_slice), "augment": False},
+                                  "teacher": {"name": "cnn_tiny", "checkpoint": str(tmp_path / "missing.pt")},
+                                  "student": {"name": "cnn_tiny"}}))
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({"name": "s", "seeds": [0], "groups": [{"name": "g", "rows": [{"label": "KD", "config": str(kd)}]}]}))
+    assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: teacher checkpoint not found" in captured.out
+    assert "| KD | — | — | 0/1 |" in (tmp_path / "out" / "table.md").read_text()
+    assert "error: g / KD seed 0 failed" in captured.err
