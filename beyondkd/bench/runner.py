@@ -179,7 +179,8 @@ def _load(path: str, overrides: list[str], where: str) -> RunConfig:
 
 def _teacher_dir(out: Path, spec: TeacherSpec) -> Path:
     """``teachers/<config>[-<hash of the teacher's own overrides>]``: groups may share a teacher."""
-    stem = slug(str(Path(spec.config).with_suffix("")).removeprefix("configs/").replace("/", "-"))
+    name = str(Path(spec.config).with_suffix(""))
+    stem = slug(name.removeprefix("configs/").replace("/", "-") if name.startswith("configs/") else Path(name).name)
     if spec.overrides:
         stem += "-" + hashlib.sha1("\n".join(spec.overrides).encode()).hexdigest()[:8]
     return out / "teachers" / stem
