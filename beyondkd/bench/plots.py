@@ -73,6 +73,7 @@ def plot_bias_statistics(runs: Mapping[str, History], path: str | Path, title: s
     ax.set_ylim(-0.05, 1.05)
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     axes[3].legend(fontsize=6)

@@ -76,3 +76,33 @@ def make_report(dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
     (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     summary["markdown"] = "\n".join(lines)
     return summary
+
+
+def suite_curves(plan: Any) -> list[Path]:
+    """Per group of a suite: ``<out>/<group>/accuracy.png``, each row's validation accuracy per
+    epoch averaged over its finished seeds (BTKD Fig. 4 style), the teacher dashed."""
+    from beyondkd.bench.suite import slug
+
+    written = []
+    for g in plan.groups:
+        curves: dict[str, list[dict[str, Any]]] = {}
+        for row in g.rows:
+            per_epoch: dict[int, list[float]] = {}
+            for run in row.runs:
+                if not (run.output_dir / "summary.json").is_file():
+                    continue
+                for r in read_metrics(run.output_dir):
+                    if "val_acc" in r:
+                        per_epoch.setdefault(int(r["epoch"]), []).append(float(r["val_acc"]))
+            if per_epoch:
+                n = max(len(v) for v in per_epoch.values())
+                curves[f"{row.spec.label} (mean of {n})"] = [
+                    {"epoch": e, "val_acc": sum(v) / len(v)} for e, v in sorted(per_epoch.items())]
+        if not curves:
+            continue
+        teacher_acc = None
+        if g.teacher_run is not None and (res := read_run(g.teacher_run.output_dir)) is not None:
+            teacher_acc = res.best_acc
+        written.append(plot_accuracy(curves, plan.out / slug(g.spec.name) / "accuracy.png",
+                                     title=f"{plan.suite.name}: {g.spec.name}", teacher_acc=teacher_acc))
+    return written

@@ -179,7 +179,8 @@ def _load(path: str, overrides: list[str], where: str) -> RunConfig:
 
 def _teacher_dir(out: Path, spec: TeacherSpec) -> Path:
     """``teachers/<config>[-<hash of the teacher's own overrides>]``: groups may share a teacher."""
-    stem = slug(str(Path(spec.config).with_suffix("")).removeprefix("configs/").replace("/", "-"))
+    name = str(Path(spec.config).with_suffix(""))
+    stem = slug(name.removeprefix("configs/").replace("/", "-") if name.startswith("configs/") else Path(name).name)
     if spec.overrides:
         stem += "-" + hashlib.sha1("\n".join(spec.overrides).encode()).hexdigest()[:8]
     return out / "teachers" / stem
@@ -269,14 +270,25 @@ def execute_run(run: PlannedRun, cache_dir: Path) -> dict[str, Any]:
     return result.summary
 
 
-def execute_plan(plan: Plan, log: Callable[[str], None] = print) -> None:
-    """Train every unfinished run of ``plan``: teachers first, then the students seed by seed."""
+def execute_plan(plan: Plan, log: Callable[[str], None] = print) -> list[tuple[PlannedRun, str]]:
+    """Train every unfinished run of ``plan``: teachers first, then the students seed by seed.
+
+    A run that fails with a user-facing error (a non-finite loss, a missing teacher) is reported
+    and skipped so the other runs still train; the failures are returned.
+    """
     runs = plan.teacher_runs + plan.student_runs
     cache = plan.out / ".cache"
+    failures: list[tuple[PlannedRun, str]] = []
     for i, run in enumerate(runs, start=1):
         head = f"[{i}/{len(runs)}] {run.group} / {run.label}" + ("" if run.label == "teacher" else f" seed {run.seed}")
         status = run.status()
         t0 = time.perf_counter()
-        summary = execute_run(run, cache)
+        try:
+            summary = execute_run(run, cache)
+        except BeyondKDError as exc:
+            failures.append((run, str(exc)))
+            log(f"{head}: FAILED: {exc}")
+            continue
         what = "finished earlier" if status == "done" else f"{time.perf_counter() - t0:.0f} s" + (" (resumed)" if status == "resume" else "")
         log(f"{head}: best {summary['best_acc']:.2f} (epoch {summary['best_epoch']}), last {summary['last_acc']:.2f} [{what}]")
+    return failures

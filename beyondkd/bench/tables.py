@@ -196,7 +196,9 @@ def render_markdown(table: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         if t is not None:
-            lines.append(f"Teacher: {t['how']}.")
+            m = t.get("teacher_acc_measured_by_students") or {}
+            seen = f" Its accuracy measured by the student runs: {_agg(m)}." if m.get("n") and t["runs"] else ""
+            lines.append(f"Teacher: {t['how']}.{seen}")
         for s in g["skipped"]:
             lines.append(f"Not run: {s['label']} ({s['why']}).")
         sources = sorted({r["paper"]["source"] for r in g["rows"] if r["paper"]} | ({t["paper"]["source"]} if t and t["paper"] else set()))

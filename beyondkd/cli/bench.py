@@ -51,13 +51,23 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     from beyondkd.bench.tables import render_markdown, write_table
 
+    failures = []
     if not args.tables_only:
         print(describe_plan(plan), flush=True)
-        execute_plan(plan, log=lambda line: print(line, flush=True))
+        failures = execute_plan(plan, log=lambda line: print(line, flush=True))
+    from beyondkd.bench.report import suite_curves
+
     table, md, js = write_table(plan)
+    curves = suite_curves(plan)
     print()
     print(render_markdown(table))
-    print(f"tables: {md} and {js}")
+    print(f"tables: {md} and {js}" + (f"; curves: {', '.join(map(str, curves))}" if curves else ""))
+    if failures:
+        import sys
+
+        for run, msg in failures:
+            print(f"error: {run.group} / {run.label} seed {run.seed} failed: {msg}", file=sys.stderr)
+        return 1
     return 0
 
 

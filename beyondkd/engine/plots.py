@@ -42,6 +42,7 @@ def plot_accuracy(
     if teacher_acc is not None:
         ax.axhline(teacher_acc, color="black", linestyle="--", linewidth=1, label=f"teacher ({teacher_acc:.2f})")
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -58,7 +59,7 @@ def plot_bias_stats(runs: Mapping[str, History], path: str | Path, title: str = 
     """Per epoch: fraction of rows the teacher got right, fraction rectified, and γ."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=120)
-    panels = (("frac_right", "rows teacher right"), ("frac_rectified", "rows rectified"), ("gamma", "γ (end of epoch)"))
+    panels = (("frac_right", "rows teacher right"), ("frac_rectified", "rows rectified"), ("gamma", "γ (mean over the epoch's steps)"))
     for ax, (key, label) in zip(axes, panels):
         for run_label, history in runs.items():
             pts = [(r["epoch"] + 1, r[key]) for r in history if key in r]

@@ -17,7 +17,8 @@ from tests.bench.helpers import write_run
 CYCLE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]  # matplotlib's default colour cycle
 
 
-def _has_colour(png, hex_colour: str, min_pixels: int = 20) -> bool:
+def _has_colour(png, hex_colour: str, min_pixels: int = 400) -> bool:
+    """True when a curve of that colour is drawn (a legend handle alone covers ~100 pixels)."""
     img = np.asarray(Image.open(png).convert("RGB")).astype(int)
     rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
     return int((np.abs(img - rgb).sum(axis=2) <= 12).sum()) >= min_pixels
@@ -25,9 +26,10 @@ def _has_colour(png, hex_colour: str, min_pixels: int = 20) -> bool:
 
 def test_report_writes_curves_for_each_run(tmp_path):
     runs = [
-        write_run(tmp_path / "kd" / "seed0", [60.0, 70.0, 72.0, 71.0], teacher_acc=80.0),
+        write_run(tmp_path / "kd" / "seed0", [60.0, 70.0, 72.0, 71.0], teacher_acc=80.0, right=900, rectified=100, rectified_top=80),
         write_run(tmp_path / "kd_btkd" / "seed0", [61.0, 71.0, 74.0, 75.0], teacher_acc=80.0, gamma=0.5, gamma_last=0.7),
-        write_run(tmp_path / "ce" / "seed0", [55.0, 65.0, 68.0, 69.0], teacher_acc=80.0),
+        write_run(tmp_path / "kdt" / "seed0", [55.0, 65.0, 68.0, 69.0], teacher_acc=80.0, right=990, rectified=10, rectified_top=5,
+                  gamma=0.2, gamma_last=0.3),
     ]
     summary = make_report(runs, tmp_path / "report")
     acc, bias = tmp_path / "report" / "accuracy.png", tmp_path / "report" / "bias_statistics.png"
@@ -40,7 +42,7 @@ def test_report_writes_curves_for_each_run(tmp_path):
         assert _has_colour(acc, colour) and _has_colour(bias, colour)
     assert not _has_colour(acc, CYCLE[3])
     labels = [e["label"] for e in summary["runs"]]
-    assert labels == ["kd/seed0", "kd_btkd/seed0", "ce/seed0"]
+    assert labels == ["kd/seed0", "kd_btkd/seed0", "kdt/seed0"]
     assert summary["teacher_acc"] == 80.0
     final = summary["runs"][1]["final_epoch_bias"]
     assert final["gamma_mean_over_epoch"] == 0.5 and final["gamma_at_last_step"] == 0.7

@@ -114,3 +114,18 @@ def test_best_of_several_baselines(tmp_path):
     rows = build_table(plan)["groups"][0]["rows"]
     assert rows[2]["delta_best"] == pytest.approx(1.5)
     assert rows[0]["delta_best"] is None
+
+
+def test_tables_only_reads_existing_run_dirs(tmp_path, capsys):
+    from beyondkd.cli.main import main
+
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump(_suite(tmp_path).model_dump(mode="json"), allow_unicode=True))
+    plan = plan_suite(_suite(tmp_path), tmp_path / "out", seeds=[0, 1])
+    for row, vals in zip(plan.groups[0].rows, ([70.0, 72.0], [74.0, 73.0])):
+        for run, shift in zip(row.runs, (0.0, 2.0)):
+            write_run(run.output_dir, [v + shift for v in vals], config=run.config.model_dump(mode="json"))
+    assert main(["bench", str(suite_file), "--tables-only", "--seeds", "0,1", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "| KD + BTKD | ✓ | ✗ | 75.00 ± 1.41 | 74.00 ± 1.41 | 2/2 | +2.00 | KD | 75.50 | +5.50 |" in out
+    assert (tmp_path / "out" / "pair" / "accuracy.png").is_file()
