@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -59,8 +60,19 @@ def _datasets(args: argparse.Namespace) -> int:
 def _configs(args: argparse.Namespace) -> int:
     from beyondkd.config import PACKAGE_CONFIGS
 
+    shown = 0
     for path in sorted(PACKAGE_CONFIGS.rglob("*.yaml")):
-        print(f"configs/{path.relative_to(PACKAGE_CONFIGS)}")
+        rel = path.relative_to(PACKAGE_CONFIGS)
+        if rel.parts[0] == "bench":  # suites, not run configs: `beyondkd bench --list`
+            continue
+        name = f"configs/{rel}"
+        if args.pattern and args.pattern not in name:
+            continue
+        print(name)
+        shown += 1
+    if shown == 0:
+        print(f"no packaged config matches '{args.pattern}'", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -82,5 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_models)
     sub.add_parser("methods", help="list distillation methods").set_defaults(func=_methods)
     sub.add_parser("datasets", help="list datasets").set_defaults(func=_datasets)
-    sub.add_parser("configs", help="list the packaged configs").set_defaults(func=_configs)
+    p = sub.add_parser("configs", help="list the packaged configs (benchmark suites: beyondkd bench --list)")
+    p.add_argument("pattern", nargs="?", default="", help="only configs whose path contains this, e.g. cifar100/vgg13")
+    p.set_defaults(func=_configs)
     sub.add_parser("presets", help="list the bias plug-in presets").set_defaults(func=_presets)
