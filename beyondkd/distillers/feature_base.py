@@ -5,7 +5,10 @@ A :class:`FeatureDistiller`:
 1. resolves its *feature points* — ``params.student_points`` / ``params.teacher_points`` or,
    when unset, the method's defaults expressed with the semantic names of the model registry
    spec (``stage1..K``, ``pool``, ``preact_stageK``); any module path (``layer2``,
-   ``layer2.1.relu:in``) works too, so torchvision/timm models take explicit points;
+   ``layer2.1.relu:in``) works too, so torchvision/timm models take explicit points. When
+   both lists are defaults of different lengths (a 4-stage teacher, a 3-stage student), the
+   deepest ``min(k_s, k_t)`` of each are paired (:meth:`FeatureDistiller.pair_default_points`);
+   explicit lists must have equal lengths;
 2. registers :class:`~beyondkd.models.features.FeatureHooks` on student and teacher;
 3. probes the feature shapes **once** with a dummy forward (``DistillerContext.image_size``,
    ``in_channels``; eval mode, no gradient) and lets the method build its connectors from them.
