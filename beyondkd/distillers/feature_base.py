@@ -5,7 +5,10 @@ A :class:`FeatureDistiller`:
 1. resolves its *feature points* — ``params.student_points`` / ``params.teacher_points`` or,
    when unset, the method's defaults expressed with the semantic names of the model registry
    spec (``stage1..K``, ``pool``, ``preact_stageK``); any module path (``layer2``,
-   ``layer2.1.relu:in``) works too, so torchvision/timm models take explicit points;
+   ``layer2.1.relu:in``) works too, so torchvision/timm models take explicit points. When
+   both lists are defaults of different lengths (a 4-stage teacher, a 3-stage student), the
+   deepest ``min(k_s, k_t)`` of each are paired (:meth:`FeatureDistiller.pair_default_points`);
+   explicit lists must have equal lengths;
 2. registers :class:`~beyondkd.models.features.FeatureHooks` on student and teacher;
 3. probes the feature shapes **once** with a dummy forward (``DistillerContext.image_size``,
    ``in_channels``; eval mode, no gradient) and lets the method build its connectors from them.
@@ -22,7 +25,8 @@ The teacher's features are read on every step, so ``teacher_logits_only = False`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import ClassVar
 
@@ -131,6 +135,93 @@ def last_module_of(model: nn.Module, point: str, kind: type[nn.Module], channels
     return found
 
 
+def deepest_pairs(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)`` of the deepest ``min(n_student, n_teacher)`` points of each list, in order.
+
+    Lists of equal length pair one-to-one; otherwise the shallowest extra points of the longer
+    list are left out, as the field does for models with different numbers of stages (e.g.
+    ``resnet50_cifar``'s 4 stages with ``shufflenetv1``'s 3: teacher stages 2–4 with student
+    stages 1–3).
+    """
+    k = min(n_student, n_teacher)
+    return [(n_student - k + m, n_teacher - k + m) for m in range(k)]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block, restoring its previous mode after."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+def probe_shapes(model: nn.Module, points: Sequence[str], example: Tensor) -> list[torch.Size]:
+    """Shapes (without the batch dimension) of ``points`` on one forward of ``example`` (eval, no grad)."""
+    hooks = FeatureHooks(model, list(points))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(example)
+        return [hooks.features[p].shape[1:] for p in points]
+    finally:
+        hooks.remove()
+
+
+#: modules that keep the channel of every value (elementwise or per-channel spatial ops): the
+#: producing-module search of :func:`producing_module` passes through them
+CHANNEL_PRESERVING: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU,
+    nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d,
+    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+)
+
+
+def producing_module(model: nn.Module, point: str, kind: type[nn.Module], channels: int, attr: str,
+                     example: Tensor) -> nn.Module | None:
+    """The ``kind`` module with ``channels`` channels whose output becomes feature ``point``.
+
+    First :func:`last_module_of` (inside the module owning the point). If the owner holds none —
+    e.g. VGG's ``stageK`` is a top-level ``reluK`` after the block's convolution and batch norm —
+    the modules run by one forward of ``example`` are traced in execution order, and the search
+    walks back from the point through :data:`CHANNEL_PRESERVING` modules (batch norm,
+    activations, pooling, dropout) to the first ``kind`` module: it is returned if it has
+    ``channels`` channels, and ``None`` if the walk meets any other module first. Functional
+    operations between modules (``+``, ``torch.cat`` in a ``forward``) are invisible to the trace.
+    """
+    found = last_module_of(model, point, kind, channels, attr)
+    if found is not None:
+        return found
+    path = resolve_feature_point(model, point)
+    module_path, _, which = path.partition(":")
+    target = dict(model.named_modules())[module_path]
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    order: list[nn.Module | None] = []  # executed leaves; None marks the point
+    handles = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for m in leaves]
+    if which == "in":
+        handles.append(target.register_forward_pre_hook(lambda mod, i: order.append(None)))
+    else:
+        handles.append(target.register_forward_hook(lambda mod, i, o: order.append(None)))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    if None not in order:
+        return None
+    last = len(order) - 1 - order[::-1].index(None)
+    for m in reversed(order[:last]):
+        if m is None:
+            continue
+        if isinstance(m, kind):
+            return m if getattr(m, attr) == channels else None
+        if not isinstance(m, CHANNEL_PRESERVING):
+            return None
+    return None
+
+
 class FeatureDistiller(Distiller):
     """Base class of the feature methods (see the module docstring).
 
@@ -150,6 +241,8 @@ class FeatureDistiller(Distiller):
         p = self.params
         self.student_points = list(p.student_points) if p.student_points is not None else self.default_points(student, "student")
         self.teacher_points = list(p.teacher_points) if p.teacher_points is not None else self.default_points(self.teacher, "teacher")
+        if p.student_points is None and p.teacher_points is None:
+            self.student_points, self.teacher_points = self.pair_default_points(self.student_points, self.teacher_points)
         if len(self.student_points) != len(self.teacher_points):
             raise ConfigError(
                 f"method '{self.name}': {len(self.student_points)} student_points but {len(self.teacher_points)} "
@@ -174,6 +267,15 @@ class FeatureDistiller(Distiller):
         """The weighted per-sample feature term ``(N,)``."""
         raise NotImplementedError
 
+    def pair_default_points(self, student_points: list[str], teacher_points: list[str]) -> tuple[list[str], list[str]]:
+        """Pair the two default point lists (only called when the user gave neither).
+
+        Default: :func:`deepest_pairs` — lists of different lengths (a 4-stage teacher and a
+        3-stage student) keep the deepest ``min(k_s, k_t)`` points of each, paired in order.
+        """
+        pairs = deepest_pairs(len(student_points), len(teacher_points))
+        return [student_points[i] for i, _ in pairs], [teacher_points[j] for _, j in pairs]
+
     # -- helpers -------------------------------------------------------------------------------
     def require_points(self, model: nn.Module, role: str, names: Sequence[str]) -> list[str]:
         """``names`` if the model's spec defines them all, else a one-line error asking for points."""
@@ -191,19 +293,16 @@ class FeatureDistiller(Distiller):
         names = stage_names(model)
         return self.require_points(model, role, names)
 
-    def _probe_shapes(self) -> tuple[list[torch.Size], list[torch.Size]]:
+    def example_input(self, model: nn.Module) -> Tensor:
+        """The dummy batch of the shape probes: zeros ``(2, in_channels, image_size, image_size)``."""
         c = self.context
+        return torch.zeros(2, c.in_channels, c.image_size, c.image_size, device=next(model.parameters()).device)
+
+    def _probe_shapes(self) -> tuple[list[torch.Size], list[torch.Size]]:
         assert self.teacher is not None
-        device = next(self.student.parameters()).device
-        x = torch.zeros(2, c.in_channels, c.image_size, c.image_size, device=device)
-        was = self.student.training
-        self.student.eval()
-        try:
-            with torch.no_grad():
-                self.student(x)
-                self.teacher(x.to(next(self.teacher.parameters()).device))
-        finally:
-            self.student.train(was)
+        with eval_mode(self.student), eval_mode(self.teacher), torch.no_grad():
+            self.student(self.example_input(self.student))
+            self.teacher(self.example_input(self.teacher))
         s = [self.student_hooks.features[n].shape[1:] for n in self.student_points]
         t = [self.teacher_hooks.features[n].shape[1:] for n in self.teacher_points]
         self.student_hooks.features.clear()

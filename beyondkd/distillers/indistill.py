@@ -9,7 +9,10 @@ What is transferred and how (our implementation of the paper's method):
    own feature map; we therefore select those channels from the teacher's feature (exact for
    conv→BN→ReLU→pool layers; for a residual stage the ranking uses the last convolution on the
    stage's main path, the residual sum being channel-wise too). The filter is found as the last
-   Conv2d with the teacher feature's width on the main path of the module owning the point.
+   Conv2d with the teacher feature's width on the main path of the module owning the point,
+   or, when that module holds none (VGG's ``stageK`` is the ReLU after the block), by walking
+   back in execution order through batch norm, activation and pooling modules to the
+   convolution (:func:`~beyondkd.distillers.feature_base.producing_module`).
 2. **Direct transfer.** The student's feature map is pulled to the kept teacher channels with
    a mean squared error — no encoder/connector between them (the point of the method).
 3. **Curriculum.** Layers are distilled one at a time from the shallowest to the deepest, each
@@ -19,7 +22,13 @@ What is transferred and how (our implementation of the paper's method):
    0.1 / 0.9), which is where the BTKD plug-in acts. (The authors' final stage distils the
    embedding with PKT; we use Hinton KD so the bias plug-in composes.)
 
-Needs ``C_s ≤ C_t`` at every pair (pruning cannot widen a layer).
+Needs ``C_s ≤ C_t`` at every pair (pruning cannot widen a layer). With the default points
+(every stage of both models) the pairs are chosen by :meth:`InDistill.pair_default_points`:
+the deepest-aligned stages (:func:`~beyondkd.distillers.feature_base.deepest_pairs`), where a
+student stage wider than its teacher stage moves on to the next deeper teacher stage wide
+enough to be pruned to it (order kept, each teacher stage used once); a student stage with no
+such teacher stage left is not distilled in the warm-up. Explicit points are used as given
+(a student point wider than its teacher point is a one-line error).
 """
 
 from __future__ import annotations
@@ -32,7 +41,15 @@ from torch import Tensor, nn
 from beyondkd.bias.schedule import Progress
 from beyondkd.data.base import Batch
 from beyondkd.distillers.base import StepOutput
-from beyondkd.distillers.feature_base import FeatureDistiller, FeatureParams, as_map, last_module_of, match_spatial
+from beyondkd.distillers.feature_base import (
+    FeatureDistiller,
+    FeatureParams,
+    as_map,
+    deepest_pairs,
+    match_spatial,
+    probe_shapes,
+    producing_module,
+)
 from beyondkd.distillers.registry import register_distiller
 from beyondkd.errors import ConfigError
 from beyondkd.losses.indistill import l1_kept_channels, pruned_feature_mse
@@ -62,10 +79,46 @@ class InDistill(FeatureDistiller):
     """Curriculum distillation of pruned teacher layers, then KD."""
 
     Params = InDistillParams
+    #: default student stages left out of the warm-up by :meth:`pair_default_points` (no teacher stage wide enough)
+    unpaired_student_points: tuple[str, ...] = ()
     description = "pruned-teacher intermediate layers, curriculum warm-up, then KD (Sarridis et al.)"
 
     def default_points(self, model: nn.Module, role: str) -> list[str]:
         return self.stages(model, role)
+
+    def pair_default_points(self, student_points: list[str], teacher_points: list[str]) -> tuple[list[str], list[str]]:
+        """Width-aware pairing of the default stages (see the module docstring).
+
+        Starting from :func:`deepest_pairs`, the student stages are visited from the shallowest;
+        stage ``i`` (aligned with teacher stage ``a_i``) is paired with the first teacher stage
+        ``j ≥ max(a_i, j_prev + 1)`` with ``C_t[j] ≥ C_s[i]``, or left out if there is none. E.g.
+        ``resnet32x4`` (64/128/256 channels) → ``shufflenetv2`` (116/232/464): student stage 1 with
+        teacher stage 2, student stage 2 with teacher stage 3; student stage 3 is not distilled.
+        Drops the pairs, raising a one-line error if none is left.
+        """
+        assert self.teacher is not None
+        c_s = [int(s[0]) for s in probe_shapes(self.student, student_points, self.example_input(self.student))]
+        c_t = [int(t[0]) for t in probe_shapes(self.teacher, teacher_points, self.example_input(self.teacher))]
+        s_out: list[str] = []
+        t_out: list[str] = []
+        dropped: list[str] = []
+        nxt = 0
+        for i, a in deepest_pairs(len(student_points), len(teacher_points)):
+            j = next((j for j in range(max(a, nxt), len(teacher_points)) if c_t[j] >= c_s[i]), None)
+            if j is None:
+                dropped.append(student_points[i])
+                continue
+            s_out.append(student_points[i])
+            t_out.append(teacher_points[j])
+            nxt = j + 1
+        if not s_out:
+            raise ConfigError(
+                f"method 'indistill': every student stage is wider than the teacher's stages ({c_s} vs {c_t} channels) "
+                "and pruning cannot widen a layer: set method.params.student_points/teacher_points to narrower "
+                "student layers (e.g. inside a bottleneck) and wider teacher layers"
+            )
+        self.unpaired_student_points = tuple(dropped)
+        return s_out, t_out
 
     def build_connectors(self, student_shapes, teacher_shapes) -> None:
         assert self.teacher is not None
@@ -76,7 +129,7 @@ class InDistill(FeatureDistiller):
                     f"method 'indistill': student point '{sp}' has {cs} channels but teacher point '{tp}' only {ct}: "
                     "pruning cannot widen a layer; pair narrower student layers with wider teacher layers"
                 )
-            conv = last_module_of(self.teacher, tp, nn.Conv2d, ct, "out_channels")
+            conv = producing_module(self.teacher, tp, nn.Conv2d, ct, "out_channels", self.example_input(self.teacher))
             if conv is None:
                 raise ConfigError(f"method 'indistill': no Conv2d with {ct} output channels produces teacher point '{tp}': choose conv stages")
             self.register_buffer(f"kept{k}", l1_kept_channels(conv.weight, cs))

@@ -110,8 +110,11 @@ def test_indistill_keeps_the_l1_largest_teacher_filters():
     w = d.teacher.layer3[0].conv2.weight
     expected = torch.argsort(w.abs().flatten(1).sum(1), descending=True)[:64].sort().values
     assert torch.equal(d.kept2, expected)
+    # explicit points wider than the teacher's stay an error; default points are paired by width
+    # (tests/distillers/test_pair_points.py)
     with pytest.raises(ConfigError, match="pruning cannot widen"):
-        _build("indistill", "resnet8x4", "resnet8")
+        _build("indistill", "resnet8x4", "resnet8", params={"student_points": ["stage1", "stage2", "stage3"],
+                                                           "teacher_points": ["stage1", "stage2", "stage3"]})
 
 
 def test_ofd_margins_come_from_the_teacher_bn_before_the_relu():
