@@ -74,7 +74,7 @@ def _demo(args: argparse.Namespace) -> int:
         results.append((label, cfg, run_training(cfg, mode), time.perf_counter() - t0))  # type: ignore[arg-type]
 
     table = Table(title=f"Fashion-MNIST test accuracy (%), seed {args.seed}")
-    for col in ("run", "model", "best", "last", "teacher right on train rows", "rows rectified", "seconds"):
+    for col in ("run", "model", "best", "last", "teacher right on train rows", "teacher-wrong rows", "seconds"):
         table.add_column(col, justify="left" if col in ("run", "model") else "right")
     table.add_row("teacher", teacher_cfg.trained.name, f"{teacher.best_acc:.2f}", f"{teacher.last_acc:.2f}", "-", "-",
                   f"{teacher.summary['train_seconds']:.0f}")
@@ -82,7 +82,8 @@ def _demo(args: argparse.Namespace) -> int:
     for label, cfg, res, seconds in results:
         last = res.history[-1]
         right = f"{100 * last['frac_right']:.1f}%" if "frac_right" in last else "-"
-        rect = f"{int(last.get('rows_rectified', 0)):,}/epoch" if "rows_rectified" in last else "-"
+        # rows the plug-in acted on: eliminated (default preset) or rectified, per epoch
+        rect = f"{int(last['rows']) - int(last['rows_right']):,}/epoch" if "rows_right" in last else "-"
         name = label + (f" ({cfg.method.bias.get('preset', DEFAULT_BIAS_PRESET)})" if cfg.method.bias is not None else "")
         table.add_row(name, cfg.trained.name, f"{res.best_acc:.2f}", f"{res.last_acc:.2f}", right, rect, f"{seconds:.0f}")
         rows_json.append({"run": name, "best_acc": res.best_acc, "last_acc": res.last_acc, "dir": str(res.output_dir)})

@@ -369,6 +369,8 @@ class Trainer:
             "teacher_acc": self.meta.get("teacher_acc"),
             "train_seconds": sum(r.get("epoch_seconds", 0.0) for r in history),
             "rows_rectified": sum(r.get("rows_rectified", 0) for r in history),
+            # rows on which the teacher was wrong: what the plug-in eliminated or rectified
+            "rows_teacher_wrong": sum(r["rows"] - r["rows_right"] for r in history if "rows_right" in r),
         }
         if self.dist.is_main:
             atomic_write_text(json.dumps(summary, indent=2) + "\n", self.output_dir / "summary.json")

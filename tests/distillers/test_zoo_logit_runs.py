@@ -74,7 +74,7 @@ def test_cli_one_epoch_with_plugin(name, fmnist_slice, slice_teacher, tmp_path):
               f"data.root={fmnist_slice}", "data.augment=false", "train.epochs=1", "train.progress_bar=false",
               "teacher.name=cnn_small", f"teacher.checkpoint={slice_teacher}", "student.name=cnn_tiny", *extra)
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["method"] == name.removesuffix("_btkd") and summary["rows_rectified"] > 0
+    assert summary["method"] == name.removesuffix("_btkd") and summary["rows_teacher_wrong"] > 0
     assert 10 < summary["best_acc"] <= 100
     assert Path(tmp_path / name / "best.pt").is_file()
 
