@@ -17,6 +17,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from beyondkd.models.registry import register_model
+from beyondkd.models._init import init_cnn_
 
 # (output channels, stride) of the thirteen depthwise separable layers
 LAYERS: tuple[tuple[int, int], ...] = (
@@ -59,15 +60,7 @@ class MobileNetV1(nn.Module):
         self.model = nn.Sequential(*layers)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(prev, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_cnn_(self, linear_std=0.01)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.flatten(self.model(x)))

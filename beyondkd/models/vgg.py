@@ -17,6 +17,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from beyondkd.models.registry import register_model
+from beyondkd.models._init import init_cnn_
 
 # channels of each conv, per block, for each depth
 CONFIGS: dict[int, tuple[tuple[int, ...], ...]] = {
@@ -60,16 +61,7 @@ class CifarVGG(nn.Module):
         self.pool4 = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(prev, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_cnn_(self, linear_std=0.01, zero_biases=True)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.pool0(self.relu0(self.block0(x)))
