@@ -64,6 +64,13 @@ def provenance(command: str | None = None) -> str:
     return f"- machine: {machine_description()}\n- command: `{cmd}`\n- date: {date} (commit {git_revision()})\n"
 
 
+def mean_std(xs: list[float]) -> str:
+    """``mean ± sample std`` with two decimals (the value alone for a single run)."""
+    import statistics
+
+    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+
 def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or append) section ``name`` of BENCHMARKS.md with ``markdown``."""
     start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import provenance, write_section  # noqa: E402
+from benchmarks._report import mean_std as ms, provenance, write_section  # noqa: E402
 from beyondkd.bias.loss import BIAS_PRESETS, DEFAULT_BIAS_PRESET  # noqa: E402
 from beyondkd.config import load_config  # noqa: E402
 from beyondkd.engine.build import run_training  # noqa: E402
@@ -91,9 +91,6 @@ def main(argv: list[str] | None = None) -> int:
             r = run_once(raw, "distill")
             results[v].append(r)
             print(f"seed {seed} {v:15s} best {r['best']:.2f} last {r['last']:.2f}", flush=True)
-
-    def ms(xs: list[float]) -> str:
-        return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
 
     kd_best = statistics.mean(r["best"] for r in results["kd"])
     teacher_acc = results["kd"][0].get("teacher_acc")

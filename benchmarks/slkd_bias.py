@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import provenance, write_section  # noqa: E402
+from benchmarks._report import mean_std as ms, provenance, write_section  # noqa: E402
 from benchmarks.bias_variants import _base, run_once  # noqa: E402
 from beyondkd.bias.loss import DEFAULT_BIAS_PRESET  # noqa: E402
 
@@ -56,9 +56,6 @@ def main(argv: list[str] | None = None) -> int:
             r = run_once(raw, "distill")
             results[label].append(r)
             print(f"seed {seed} {label:30s} best {r['best']:.2f} last {r['last']:.2f}", flush=True)
-
-    def ms(xs: list[float]) -> str:
-        return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
 
     kd = statistics.mean(r["best"] for r in results["KD"])
     lines = [
