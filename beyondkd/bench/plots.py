@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from beyondkd.engine.plots import _pyplot
+from beyondkd.engine.plots import _pyplot, save_figure
 
 History = Sequence[Mapping[str, Any]]
 
@@ -78,9 +78,4 @@ def plot_bias_statistics(runs: Mapping[str, History], path: str | Path, title: s
     axes[0].legend(fontsize=7)
     axes[3].legend(fontsize=6)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
