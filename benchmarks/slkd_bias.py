@@ -5,7 +5,7 @@ combination: KD, SLKD (k=2), SLKD + plug-in on the teacher→student term, and S
 both terms (``bias_on_sl_term``), over several seeds, and writes a table into BENCHMARKS.md.
 Reuses the teacher and the finished runs of the same output folder.
 
-    python benchmarks/slkd_bias.py --out runs/bench_slkd_bias --seeds 0 1 --subset 20000 --write
+    python benchmarks/slkd_bias.py --out runs/bench_slkd_bias --seeds 0 1 2 --write
 """
 
 from __future__ import annotations
@@ -21,23 +21,31 @@ from benchmarks._report import mean_std as ms, provenance, write_section  # noqa
 from benchmarks.bias_variants import _base, run_once  # noqa: E402
 from beyondkd.bias.loss import DEFAULT_BIAS_PRESET  # noqa: E402
 
-VARIANTS = {
-    "KD": {"name": "kd", "params": {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}},
-    "SLKD": {"name": "slkd", "params": {}},
-    "SLKD + plug-in (T→S term)": {"name": "slkd", "params": {}, "bias": {}},
-    "SLKD + plug-in (both terms)": {"name": "slkd", "params": {"bias_on_sl_term": True}, "bias": {}},
+KD_PARAMS = {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}
+# label -> (method, train overrides). ``clip`` = train.grad_clip of the run (args.grad_clip);
+# ``lr_scale`` multiplies the optimizer's lr.
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "KD, no clipping": ({"name": "kd", "params": KD_PARAMS}, {"clip": False}),
+    "KD, lr × 4, no clipping": ({"name": "kd", "params": KD_PARAMS}, {"clip": False, "lr_scale": 4.0}),
+    "KD": ({"name": "kd", "params": KD_PARAMS}, {}),
+    "SLKD, no clipping": ({"name": "slkd", "params": {}}, {"clip": False}),
+    "SLKD": ({"name": "slkd", "params": {}}, {}),
+    "SLKD + plug-in (T→S term)": ({"name": "slkd", "params": {}, "bias": {}}, {}),
+    "SLKD + plug-in (both terms)": ({"name": "slkd", "params": {"bias_on_sl_term": True}, "bias": {}}, {}),
 }
+REFERENCE = "KD"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/bench_slkd_bias")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--teacher-epochs", type=int, default=2)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--teacher-epochs", type=int, default=3)
     ap.add_argument("--teacher", default="cnn_small")
     ap.add_argument("--student", default="cnn_tiny")
-    ap.add_argument("--subset", type=int, default=20000)
+    ap.add_argument("--subset", type=int, default=None, help="training images (default: all 60000)")
+    ap.add_argument("--grad-clip", type=float, default=2.0, help="train.grad_clip of every run not marked 'no clipping'")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
@@ -48,28 +56,33 @@ def main(argv: list[str] | None = None) -> int:
     run_once(t_raw, "train-teacher")
     results: dict[str, list[dict]] = {k: [] for k in VARIANTS}
     for seed in args.seeds:
-        for i, (label, method) in enumerate(VARIANTS.items()):
+        for i, (label, (method, train)) in enumerate(VARIANTS.items()):
             raw = _base(args, f"v{i}_s{seed}", out / f"v{i}_s{seed}", seed)
             raw["teacher"] = {"name": args.teacher, "checkpoint": str(out / "teacher" / "best.pt")}
             raw["student"] = {"name": args.student}
             raw["method"] = method
+            raw["train"]["optimizer"]["lr"] *= train.get("lr_scale", 1.0)
+            if train.get("clip", True):
+                raw["train"]["grad_clip"] = args.grad_clip
             r = run_once(raw, "distill")
             results[label].append(r)
             print(f"seed {seed} {label:30s} best {r['best']:.2f} last {r['last']:.2f}", flush=True)
 
-    kd = statistics.mean(r["best"] for r in results["KD"])
+    ref = statistics.mean(r["best"] for r in results[REFERENCE])
+    lr = _base(args, "", out, 0)["train"]["optimizer"]["lr"]
     lines = [
-        f"teacher {args.teacher} ({args.teacher_epochs} epochs, val {results['KD'][0]['teacher_acc']:.2f}%) -> "
+        f"teacher {args.teacher} ({args.teacher_epochs} epochs, val {results[REFERENCE][0]['teacher_acc']:.2f}%) -> "
         f"student {args.student}, {args.epochs} epochs, {args.subset or 'all'} training images, no augmentation, "
-        f"seeds {args.seeds}; SLKD k=2, ρ 0.5, λ 1, η 3, τ 4, SL-teachers {args.teacher}; plug-in preset "
+        f"SGD lr {lr} cosine, seeds {args.seeds}; `train.grad_clip` {args.grad_clip} (per optimizer) unless "
+        f"marked; SLKD k=2, ρ 0.5, λ 1, η 3, τ 4, α 0.1, SL-teachers {args.teacher}; plug-in preset "
         f"`{DEFAULT_BIAS_PRESET}` (the default).",
         "",
-        "| method | best acc | last acc | best − KD |",
+        f"| method | best acc | last acc | best − {REFERENCE} |",
         "|---|---|---|---|",
     ]
     for label, rs in results.items():
         best = [r["best"] for r in rs]
-        lines.append(f"| {label} | {ms(best)} | {ms([r['last'] for r in rs])} | {statistics.mean(best) - kd:+.2f} |")
+        lines.append(f"| {label} | {ms(best)} | {ms([r['last'] for r in rs])} | {statistics.mean(best) - ref:+.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.write:

@@ -85,7 +85,9 @@ class TrainConfig(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = False
-    grad_clip: float | None = Field(None, gt=0.0)
+    grad_clip: float | None = Field(
+        None, gt=0.0, description="max gradient L2 norm, applied to each optimizer's parameters separately"
+    )
     log_every: int = Field(50, ge=1)
     nan_check_every: int = Field(1, ge=1)
     checkpoint_every_steps: int | None = Field(None, ge=1)

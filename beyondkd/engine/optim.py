@@ -23,6 +23,28 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig, device: to
     return opt_cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **extra)
 
 
+def clip_gradients_per_optimizer(optimizers: list[torch.optim.Optimizer], max_norm: float) -> list[torch.Tensor]:
+    """Clip the gradient norm of each optimizer's parameters to ``max_norm`` on its own.
+
+    Each parameter group of a distiller (the student; SLKD's SL-teachers) is a separate network
+    with its own optimizer, so each is clipped separately: a large gradient in one group never
+    shrinks another group's step. With one optimizer this is ``clip_grad_norm_`` of all
+    trainable parameters.
+
+    Args:
+        optimizers: the optimizers that step in this iteration (gradients already unscaled).
+        max_norm: the largest total L2 norm allowed per optimizer, ``> 0``.
+
+    Returns:
+        The norm of each optimizer's gradients before clipping, in the given order.
+    """
+    norms = []
+    for opt in optimizers:
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return norms
+
+
 def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: SchedulerConfig, base_lr: float) -> float:
     """Multiplier of the base LR at iteration ``step`` (0-based).
 

@@ -36,7 +36,7 @@ from beyondkd.engine.checkpoint import (
 )
 from beyondkd.engine.evaluate import evaluation_sums, metrics_from_sums
 from beyondkd.engine.logging import MetricsLogger
-from beyondkd.engine.optim import build_optimizer, build_scheduler
+from beyondkd.engine.optim import build_optimizer, build_scheduler, clip_gradients_per_optimizer
 from beyondkd.engine.plots import plot_accuracy
 from beyondkd.errors import BeyondKDError, NonFiniteLossError
 
@@ -233,7 +233,7 @@ class Trainer:
             if self.cfg.grad_clip is not None:
                 for opt in stepping:
                     self.scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(self._trainable, self.cfg.grad_clip)
+                clip_gradients_per_optimizer(stepping, self.cfg.grad_clip)
             for opt in stepping:
                 self.scaler.step(opt)
             self.scaler.update()
