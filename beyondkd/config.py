@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -21,11 +21,13 @@ from beyondkd.errors import ConfigError, suggest
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
 
 
-class _Strict(BaseModel):
+class StrictSection(BaseModel):
+    """A config section that refuses unknown keys (every one of our config models)."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictSection):
     """Which dataset and how it is batched."""
 
     name: str = "fashion_mnist"
@@ -41,7 +43,7 @@ class DataConfig(_Strict):
     in_memory: Union[bool, Literal["auto"]] = "auto"
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictSection):
     """A network: registry name, optional local weights and architecture options."""
 
     name: str
@@ -49,7 +51,7 @@ class ModelConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class OptimizerConfig(_Strict):
+class OptimizerConfig(StrictSection):
     name: Literal["sgd", "adamw", "adam"] = "sgd"
     lr: float = Field(0.05, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
@@ -58,7 +60,7 @@ class OptimizerConfig(_Strict):
     betas: tuple[float, float] = (0.9, 0.999)
 
 
-class SchedulerConfig(_Strict):
+class SchedulerConfig(StrictSection):
     """LR schedule, stepped every iteration; milestones and warm-up are in epochs."""
 
     name: Literal["cosine", "multistep", "constant"] = "cosine"
@@ -68,7 +70,7 @@ class SchedulerConfig(_Strict):
     min_lr: float = Field(0.0, ge=0.0)
 
 
-class MethodConfig(_Strict):
+class MethodConfig(StrictSection):
     """The distillation method, its hyper-parameters and the BTKD plug-in (``bias``)."""
 
     name: str | None = Field(None, description="default: vanilla for train-teacher, kd for distill")
@@ -76,7 +78,7 @@ class MethodConfig(_Strict):
     bias: dict[str, Any] | None = None
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictSection):
     epochs: int = Field(10, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
@@ -99,12 +101,41 @@ class TrainConfig(_Strict):
     progress_bar: bool = True
 
 
-class RunConfig(_Strict):
-    """A whole run. ``model`` is trained by ``train-teacher``; ``student`` by ``distill``."""
+class RunBase(StrictSection):
+    """What every kind of run shares: its name, seed and folder, and one trained network.
 
+    Subclasses declare ``model``, ``student`` and ``teacher`` with their own model config type
+    and name the CLI commands that train ``model`` and ``student`` in ``commands``.
+    """
+
+    commands: ClassVar[tuple[str, str]] = ("train-teacher", "distill")
     name: str = "run"
     seed: int = 0
     output_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _one_trained_network(self) -> "RunBase":
+        if getattr(self, "model", None) is not None and getattr(self, "student", None) is not None:
+            teach, distill = self.commands
+            raise ValueError(f"give either 'model' ({teach}) or 'student' ({distill}), not both")
+        return self
+
+    @property
+    def trained(self) -> Any:
+        """The network this run trains."""
+        net = getattr(self, "model", None) or getattr(self, "student", None)
+        if net is None:
+            teach, distill = self.commands
+            raise ConfigError(f"the config has neither 'model' ({teach}) nor 'student' ({distill})")
+        return net
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+
+class RunConfig(RunBase):
+    """A whole run. ``model`` is trained by ``train-teacher``; ``student`` by ``distill``."""
+
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig | None = None
     student: ModelConfig | None = None
@@ -112,22 +143,10 @@ class RunConfig(_Strict):
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
-    @model_validator(mode="after")
-    def _one_trained_network(self) -> "RunConfig":
-        if self.model is not None and self.student is not None:
-            raise ValueError("give either 'model' (train-teacher) or 'student' (distill), not both")
-        return self
-
     @property
     def trained(self) -> ModelConfig:
         """The network this run trains."""
-        net = self.model or self.student
-        if net is None:
-            raise ConfigError("the config has neither 'model' (train-teacher) nor 'student' (distill)")
-        return net
-
-    def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+        return super().trained
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -159,17 +178,22 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_yaml_file(path: Path) -> Any:
+    """The YAML document in ``path``; a syntax error is a one-line :class:`ConfigError` with its line."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
 def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML mapping, resolving ``base:`` chains."""
     path = path.resolve()
     if path in _seen:
         raise ConfigError(f"config 'base' chain loops at {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    raw = parse_yaml_file(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping of sections")
     base = raw.pop("base", None)
@@ -202,8 +226,12 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = RunConfig
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section at ``loc[:-1]`` of ``root`` accepts (empty if it is not a section)."""
+    model: Any = root
     for part in loc[:-1]:
         field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
         if field is None:
@@ -217,38 +245,51 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields) if hasattr(model, "model_fields") else []
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a raw mapping into a :class:`RunConfig` with a one-line error."""
+def validate_as(cls: type[_Model], raw: dict[str, Any], source: str = "config") -> _Model:
+    """Validate a raw mapping into ``cls`` (a run config or a bench suite), raising a one-line :class:`ConfigError`."""
     try:
-        return RunConfig(**raw)
+        return cls(**raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
         dotted = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc)
+            allowed = _allowed_keys(cls, loc)
             hint = suggest(str(loc[-1]), allowed)
             raise ConfigError(f"{source}: unknown key '{dotted}'{hint}; allowed here: {', '.join(allowed)}") from None
         if err["type"] == "missing":
             raise ConfigError(f"{source}: missing key '{dotted}'") from None
         msg = err["msg"].removeprefix("Value error, ")
-        where = f"'{dotted}'" if dotted else "the config"
-        raise ConfigError(f"{source}: bad value for {where}: {msg} (got {err.get('input')!r})" if dotted else f"{source}: {msg}") from None
+        if not dotted:
+            raise ConfigError(f"{source}: {msg}") from None
+        raise ConfigError(f"{source}: bad value for '{dotted}': {msg} (got {err.get('input')!r})") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), raw: dict[str, Any] | None = None) -> RunConfig:
-    """Read, merge, override and validate a run configuration."""
+def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a raw mapping into a :class:`RunConfig` with a one-line error."""
+    return validate_as(RunConfig, raw, source)
+
+
+def load_as(
+    cls: type[_Model], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+    raw: dict[str, Any] | None = None,
+) -> _Model:
+    """Read (``base:`` chains resolved), merge ``raw`` into, override and validate a config as ``cls``."""
     source = "config"
     data: dict[str, Any] = {}
     if path is not None:
-        resolved = resolve_config_path(path)
-        data = read_yaml(resolved)
+        data = read_yaml(resolve_config_path(path))
         source = str(path)
     if raw is not None:
         data = deep_merge(data, raw)
     for o in overrides:
         apply_override(data, o)
-    return validate_config(data, source)
+    return validate_as(cls, data, source)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), raw: dict[str, Any] | None = None) -> RunConfig:
+    """Read, merge, override and validate a run configuration."""
+    return load_as(RunConfig, path, overrides, raw)
 
 
 def dump_config(config: RunConfig) -> str:

@@ -2,7 +2,7 @@
 
     python scripts/check_pair_configs.py
 """
-import sys, glob, time
+import glob, time
 import torch
 torch.set_num_threads(1)
 from beyondkd.config import load_config

@@ -32,28 +32,23 @@ import re
 from pathlib import Path
 from typing import Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from beyondkd.config import PACKAGE_CONFIGS
+from beyondkd.config import PACKAGE_CONFIGS, StrictSection, parse_yaml_file, validate_as
 from beyondkd.errors import ConfigError, suggest
 
 SUITES_DIR = PACKAGE_CONFIGS / "bench"
 TableShape = Literal["table1", "ablation", "plugin", "slkd"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class PaperNumber(_Strict):
+class PaperNumber(StrictSection):
     """A number printed in a paper, with the table it comes from."""
 
     acc: float = Field(ge=0.0, le=100.0)
     source: str
 
 
-class TeacherSpec(_Strict):
+class TeacherSpec(StrictSection):
     """The teacher of a group: a trained checkpoint, or the config that trains it."""
 
     config: str
@@ -62,7 +57,7 @@ class TeacherSpec(_Strict):
     paper: PaperNumber | None = None
 
 
-class RowSpec(_Strict):
+class RowSpec(StrictSection):
     """One line of the table: a packaged config trained over every seed."""
 
     label: str
@@ -79,7 +74,7 @@ class RowSpec(_Strict):
         return [self.baseline] if isinstance(self.baseline, str) else list(self.baseline)
 
 
-class GroupSpec(_Strict):
+class GroupSpec(StrictSection):
     """A block of rows sharing a teacher (one teacher/student pair of a paper table)."""
 
     name: str
@@ -101,7 +96,7 @@ class GroupSpec(_Strict):
         return self
 
 
-class Suite(_Strict):
+class Suite(StrictSection):
     """A whole suite (see the module docstring)."""
 
     name: str
@@ -159,34 +154,14 @@ def suite_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"unknown suite '{name_or_path}'{suggest(str(name_or_path), names)}: choose one of {', '.join(names)} (beyondkd bench --list) or give a suite YAML path")
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{loc}'"
-    if err["type"] == "missing":
-        return f"{source}: missing key '{loc}'"
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"{source}: bad value for '{loc}': {msg}" if loc else f"{source}: {msg}"
-
-
 def parse_suite(raw: object, source: str = "suite") -> Suite:
     """Validate a suite mapping with a one-line error."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a suite must be a YAML mapping with 'name' and 'groups'")
-    try:
-        return Suite(**raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+    return validate_as(Suite, raw, source)
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
     """Read and validate a suite by packaged name (``fmnist-cpu``) or path."""
     path = suite_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    return parse_suite(raw, str(path))
+    return parse_suite(parse_yaml_file(path), str(path))

@@ -9,19 +9,14 @@ A run file has the sections ``data``, ``model`` (``detect train-teacher``) or ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field
 
-from beyondkd.config import apply_override, deep_merge, read_yaml, resolve_config_path
-from beyondkd.errors import ConfigError, suggest
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+from beyondkd.config import RunBase, StrictSection, load_as, validate_as
 
 
-class DetDataConfig(_Strict):
+class DetDataConfig(StrictSection):
     """COCO-format data (annotation json + image folder) and the input resolution.
 
     ``min_size``/``max_size`` configure the models' ``GeneralizedRCNNTransform`` (the shorter
@@ -43,7 +38,7 @@ class DetDataConfig(_Strict):
     max_size: int = Field(1333, ge=16)
 
 
-class DetModelConfig(_Strict):
+class DetModelConfig(StrictSection):
     """A Faster R-CNN FPN detector.
 
     Attributes:
@@ -77,7 +72,7 @@ class DetModelConfig(_Strict):
     anchor_sizes: list[int] = Field(default_factory=lambda: [32, 64, 128, 256, 512])
 
 
-class BoxDistillConfig(_Strict):
+class BoxDistillConfig(StrictSection):
     """Optional box-regression distillation on the student's foreground RoIs."""
 
     weight: float = Field(0.0, ge=0.0)
@@ -85,14 +80,14 @@ class BoxDistillConfig(_Strict):
     beta: float = Field(1.0 / 9.0, gt=0.0, description="smooth-L1 transition point")
 
 
-class FeatureDistillConfig(_Strict):
+class FeatureDistillConfig(StrictSection):
     """Optional FitNet-style term: MSE between adapted student and teacher FPN levels."""
 
     weight: float = Field(0.0, ge=0.0)
     levels: list[str] = Field(default_factory=lambda: ["0", "1", "2", "3", "pool"])
 
 
-class DetMethodConfig(_Strict):
+class DetMethodConfig(StrictSection):
     """Distillation on the RoI classification head.
 
     ``kd`` is Hinton KD between the student's and the teacher's ``(R, C+1)`` class logits on the
@@ -109,7 +104,7 @@ class DetMethodConfig(_Strict):
     feature: FeatureDistillConfig = Field(default_factory=FeatureDistillConfig)
 
 
-class DetTrainConfig(_Strict):
+class DetTrainConfig(StrictSection):
     """SGD with linear warm-up and a multistep decay at epoch milestones (the 1x schedule)."""
 
     epochs: int = Field(12, ge=1)
@@ -131,12 +126,11 @@ class DetTrainConfig(_Strict):
     tensorboard: bool = True
 
 
-class DetRunConfig(_Strict):
+class DetRunConfig(RunBase):
     """A whole detection run."""
 
+    commands: ClassVar[tuple[str, str]] = ("detect train-teacher", "detect distill")
     name: str = "detection"
-    seed: int = 0
-    output_dir: str | None = None
     data: DetDataConfig = Field(default_factory=DetDataConfig)
     model: DetModelConfig | None = None
     student: DetModelConfig | None = None
@@ -144,68 +138,19 @@ class DetRunConfig(_Strict):
     method: DetMethodConfig = Field(default_factory=DetMethodConfig)
     train: DetTrainConfig = Field(default_factory=DetTrainConfig)
 
-    @model_validator(mode="after")
-    def _one_trained_network(self) -> "DetRunConfig":
-        if self.model is not None and self.student is not None:
-            raise ValueError("give either 'model' (detect train-teacher) or 'student' (detect distill), not both")
-        return self
-
     @property
     def trained(self) -> DetModelConfig:
-        net = self.model or self.student
-        if net is None:
-            raise ConfigError("the config has neither 'model' (detect train-teacher) nor 'student' (detect distill)")
-        return net
-
-    def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = DetRunConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
-        if field is None:
-            return []
-        ann = field.annotation
-        candidates = [ann, *(getattr(ann, "__args__", ()) or ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if model is None:
-            return []
-    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+        """The detector this run trains."""
+        return super().trained
 
 
 def validate_detection_config(raw: dict[str, Any], source: str = "config") -> DetRunConfig:
     """Validate a raw mapping into a :class:`DetRunConfig`, raising a one-line :class:`ConfigError`."""
-    try:
-        return DetRunConfig(**raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        dotted = ".".join(str(p) for p in loc)
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc)
-            hint = suggest(str(loc[-1]), allowed)
-            raise ConfigError(f"{source}: unknown key '{dotted}'{hint}; allowed here: {', '.join(allowed)}") from None
-        if err["type"] == "missing":
-            raise ConfigError(f"{source}: missing key '{dotted}'") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        if not dotted:
-            raise ConfigError(f"{source}: {msg}") from None
-        raise ConfigError(f"{source}: bad value for '{dotted}': {msg} (got {err.get('input')!r})") from None
+    return validate_as(DetRunConfig, raw, source)
 
 
 def load_detection_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), raw: dict[str, Any] | None = None
 ) -> DetRunConfig:
     """Read (``base:`` chains resolved), merge, override and validate a detection config."""
-    source = "config"
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = read_yaml(resolve_config_path(path))
-        source = str(path)
-    if raw is not None:
-        data = deep_merge(data, raw)
-    for o in overrides:
-        apply_override(data, o)
-    return validate_detection_config(data, source)
+    return load_as(DetRunConfig, path, overrides, raw)
