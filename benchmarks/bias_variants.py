@@ -28,6 +28,9 @@ from beyondkd.config import load_config  # noqa: E402
 from beyondkd.engine.build import run_training  # noqa: E402
 
 
+KD_PARAMS = {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}
+
+
 def _base(args: argparse.Namespace, name: str, out: Path, seed: int) -> dict:
     data = {"name": "fashion_mnist", "augment": False, "batch_size": 128, "val_batch_size": 1000}
     if args.data_root:
@@ -41,6 +44,24 @@ def _base(args: argparse.Namespace, name: str, out: Path, seed: int) -> dict:
                   "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
                   "scheduler": {"name": "cosine"}},
     }
+
+
+def train_teacher(args: argparse.Namespace, out: Path) -> Path:
+    """Train (or reuse) the teacher of a comparison in ``out/teacher``; its best checkpoint."""
+    raw = _base(args, "teacher", out / "teacher", 0)
+    raw["model"] = {"name": args.teacher}
+    raw["train"]["epochs"] = args.teacher_epochs
+    run_once(raw, "train-teacher")
+    return out / "teacher" / "best.pt"
+
+
+def student_run(args: argparse.Namespace, name: str, out: Path, seed: int, teacher_ckpt: Path, method: dict) -> dict:
+    """The raw config of one distillation run ``out/name`` of ``args.student`` from the teacher."""
+    raw = _base(args, name, out / name, seed)
+    raw["teacher"] = {"name": args.teacher, "checkpoint": str(teacher_ckpt)}
+    raw["student"] = {"name": args.student}
+    raw["method"] = method
+    return raw
 
 
 def run_once(raw: dict, mode: str) -> dict:
@@ -72,23 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
 
-    t_raw = _base(args, "teacher", out / "teacher", 0)
-    t_raw["model"] = {"name": args.teacher}
-    t_raw["train"]["epochs"] = args.teacher_epochs
-    run_once(t_raw, "train-teacher")
-    teacher_ckpt = out / "teacher" / "best.pt"
+    teacher_ckpt = train_teacher(args, out)
 
     variants = ["kd"] + list(args.presets)
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for seed in args.seeds:
         for v in variants:
-            raw = _base(args, f"{v}_s{seed}", out / f"{v}_s{seed}", seed)
-            raw["teacher"] = {"name": args.teacher, "checkpoint": str(teacher_ckpt)}
-            raw["student"] = {"name": args.student}
-            raw["method"] = {"name": "kd", "params": {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}}
+            method: dict = {"name": "kd", "params": dict(KD_PARAMS)}
             if v != "kd":
-                raw["method"]["bias"] = {"preset": v}
-            r = run_once(raw, "distill")
+                method["bias"] = {"preset": v}
+            r = run_once(student_run(args, f"{v}_s{seed}", out, seed, teacher_ckpt, method), "distill")
             results[v].append(r)
             print(f"seed {seed} {v:15s} best {r['best']:.2f} last {r['last']:.2f}", flush=True)
 

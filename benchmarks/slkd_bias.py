@@ -18,10 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._report import mean_std as ms, provenance, write_section  # noqa: E402
-from benchmarks.bias_variants import _base, run_once  # noqa: E402
+from benchmarks.bias_variants import KD_PARAMS, _base, run_once, student_run, train_teacher  # noqa: E402
 from beyondkd.bias.loss import DEFAULT_BIAS_PRESET  # noqa: E402
 
-KD_PARAMS = {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}
 # label -> (method, train overrides). ``clip`` = train.grad_clip of the run (args.grad_clip);
 # ``lr_scale`` multiplies the optimizer's lr.
 VARIANTS: dict[str, tuple[dict, dict]] = {
@@ -50,17 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    t_raw = _base(args, "teacher", out / "teacher", 0)
-    t_raw["model"] = {"name": args.teacher}
-    t_raw["train"]["epochs"] = args.teacher_epochs
-    run_once(t_raw, "train-teacher")
+    teacher_ckpt = train_teacher(args, out)
     results: dict[str, list[dict]] = {k: [] for k in VARIANTS}
     for seed in args.seeds:
         for i, (label, (method, train)) in enumerate(VARIANTS.items()):
-            raw = _base(args, f"v{i}_s{seed}", out / f"v{i}_s{seed}", seed)
-            raw["teacher"] = {"name": args.teacher, "checkpoint": str(out / "teacher" / "best.pt")}
-            raw["student"] = {"name": args.student}
-            raw["method"] = method
+            raw = student_run(args, f"v{i}_s{seed}", out, seed, teacher_ckpt, method)
             raw["train"]["optimizer"]["lr"] *= train.get("lr_scale", 1.0)
             if train.get("clip", True):
                 raw["train"]["grad_clip"] = args.grad_clip
