@@ -86,7 +86,45 @@ class Augment:
         return images
 
 
-class TensorLoader:
+class _ShardedEpochs:
+    """What both loaders share: this rank's share of each epoch, its batch count and the epoch cursor.
+
+    Subclasses set ``batch_size``, ``train``, ``seed``, ``rank`` and ``world_size`` through
+    :meth:`_init_epochs` and define :attr:`num_samples`.
+    """
+
+    batch_size: int
+    train: bool
+    seed: int
+    rank: int
+    world_size: int
+
+    def _init_epochs(self, batch_size: int, train: bool, seed: int, rank: int, world_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.rank, self.world_size = rank, world_size
+        self._epoch, self._skip = 0, 0
+        self.drop_last = train and self._shard_size() >= batch_size
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the whole split (all ranks)."""
+        raise NotImplementedError
+
+    def _shard_size(self) -> int:
+        return shard_size(self.num_samples, self.rank, self.world_size, equal=self.train)
+
+    def __len__(self) -> int:
+        n = self._shard_size()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Select the epoch whose order to produce, starting after ``skip_batches`` batches."""
+        self._epoch, self._skip = epoch, skip_batches
+
+
+class TensorLoader(_ShardedEpochs):
     """Batches of an in-memory split, built on ``device``.
 
     Args:
@@ -115,40 +153,22 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.info: DatasetInfo = data.info
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.targets = data.targets.to(self.device)
-        self.batch_size = batch_size
-        self.train = train
         self.augment = augment
-        self.seed = seed
         self.image_size = image_size
         self.channels_last = channels_last
         self.mean = torch.tensor(data.info.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(data.info.std, device=self.device).view(1, -1, 1, 1)
-        self.rank, self.world_size = rank, world_size
-        self.drop_last = train and self._shard_size() >= batch_size
-        self._epoch, self._skip = 0, 0
+        self._init_epochs(batch_size, train, seed, rank, world_size)
         self._generator = torch.Generator(device=self.device)
 
     @property
     def num_samples(self) -> int:
         """Samples in the whole split (all ranks)."""
         return int(self.targets.shape[0])
-
-    def _shard_size(self) -> int:
-        return shard_size(self.num_samples, self.rank, self.world_size, equal=self.train)
-
-    def __len__(self) -> int:
-        n = self._shard_size()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Select the epoch whose order to produce, starting after ``skip_batches`` batches."""
-        self._epoch, self._skip = epoch, skip_batches
 
     def order(self) -> Tensor:
         """This rank's sample positions in the order of the current epoch."""
@@ -205,7 +225,7 @@ class _Indexed(Dataset):
         return image, int(target), i
 
 
-class DatasetLoader:
+class DatasetLoader(_ShardedEpochs):
     """A ``DataLoader`` over a map-style dataset of ``(image_tensor, label)`` items.
 
     Args:
@@ -233,15 +253,10 @@ class DatasetLoader:
         world_size: int = 1,
     ) -> None:
         self.dataset = dataset
-        self.rank, self.world_size = rank, world_size
         self.info = info
-        self.batch_size = batch_size
-        self.train = train
         self.device = torch.device(device)
-        self.seed = seed
         self.channels_last = channels_last
-        self._epoch, self._skip = 0, 0
-        self.drop_last = train and self._shard_size() >= batch_size
+        self._init_epochs(batch_size, train, seed, rank, world_size)
         self._worker_seeds = torch.Generator()
         self._loader = DataLoader(
             _Indexed(dataset),
@@ -258,16 +273,6 @@ class DatasetLoader:
     def num_samples(self) -> int:
         """Samples in the whole dataset (all ranks)."""
         return len(self.dataset)  # type: ignore[arg-type]
-
-    def _shard_size(self) -> int:
-        return shard_size(self.num_samples, self.rank, self.world_size, equal=self.train)
-
-    def __len__(self) -> int:
-        n = self._shard_size()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self._epoch, self._skip = epoch, skip_batches
 
     def __iter__(self) -> Iterator[Batch]:
         # Workers' augmentation seeds derive from (seed, epoch, skip); with num_workers=0 the
