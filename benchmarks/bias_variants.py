@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subset", type=int, default=None)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--presets", nargs="+", default=list(BIAS_PRESETS))
+    ap.add_argument("--grad-clip", type=float, default=None, help="train.grad_clip of every run (default: none)")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -102,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             method: dict = {"name": "kd", "params": dict(KD_PARAMS)}
             if v != "kd":
                 method["bias"] = {"preset": v}
-            r = run_once(student_run(args, f"{v}_s{seed}", out, seed, teacher_ckpt, method), "distill")
+            raw = student_run(args, f"{v}_s{seed}", out, seed, teacher_ckpt, method)
+            if args.grad_clip is not None:
+                raw["train"]["grad_clip"] = args.grad_clip
+            r = run_once(raw, "distill")
             results[v].append(r)
             print(f"seed {seed} {v:15s} best {r['best']:.2f} last {r['last']:.2f}", flush=True)
 
@@ -110,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     teacher_acc = results["kd"][0].get("teacher_acc")
     lines = [
         f"teacher {args.teacher} ({args.teacher_epochs} epochs, val {teacher_acc:.2f}%) -> student {args.student}, "
-        f"{args.epochs} student epochs, KD T=4 CE 0.1 KD 0.9, SGD lr 0.05 cosine, batch 128, no augmentation, "
+        f"{args.epochs} student epochs, KD T=4 CE 0.1 KD 0.9, SGD lr 0.05 cosine, "
+        f"{'no gradient clipping' if args.grad_clip is None else f'train.grad_clip {args.grad_clip}'}, batch 128, no augmentation, "
         f"{'all 60 000' if not args.subset else args.subset} training images, seeds {args.seeds}; "
         f"the default preset when this ran: `{DEFAULT_BIAS_PRESET}`.",
         "",
@@ -131,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        write_section("bias-variants-fmnist", "## Bias plug-in variants on Fashion-MNIST (CPU)\n\n" + provenance() + "\n" + text)
+        section, title = "bias-variants-fmnist", "## Bias plug-in variants on Fashion-MNIST (CPU)"
+        if args.grad_clip is not None:
+            section, title = f"{section}-clip{args.grad_clip:g}", f"{title}, gradient clipping {args.grad_clip:g}"
+        write_section(section, title + "\n\n" + provenance() + "\n" + text)
     return 0
 
 
