@@ -13,6 +13,7 @@ import platform
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,3 +83,15 @@ def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
     else:
         text = text.rstrip() + "\n\n" + block
     path.write_text(text)
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run a benchmark's ``main`` as a script: a project error is one line on stderr and exit 2."""
+    from beyondkd.errors import BeyondKDError
+
+    try:
+        code = main()
+    except BeyondKDError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(code or 0)

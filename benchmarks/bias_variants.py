@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import mean_std as ms, provenance, write_section  # noqa: E402
+from benchmarks._report import mean_std as ms, provenance, run_main, write_section  # noqa: E402
 from beyondkd.bias.loss import BIAS_PRESETS, DEFAULT_BIAS_PRESET  # noqa: E402
+from beyondkd.bench.runner import check_recorded_config  # noqa: E402
 from beyondkd.config import load_config  # noqa: E402
 from beyondkd.engine.build import run_training  # noqa: E402
 
@@ -67,9 +68,11 @@ def student_run(args: argparse.Namespace, name: str, out: Path, seed: int, teach
 def run_once(raw: dict, mode: str) -> dict:
     out = Path(raw["output_dir"])
     done = out / "bench_result.json"
+    config = load_config(raw=raw)
+    check_recorded_config(out, config)  # a reused folder must hold this very run
     if done.is_file():
         return json.loads(done.read_text())
-    result = run_training(load_config(raw=raw), mode)
+    result = run_training(config, mode)
     last = result.history[-1]
     record = {"best": result.best_acc, "last": result.last_acc,
               "frac_right": last.get("frac_right"), "rows_rectified_top_is_label": last.get("rows_rectified_top_is_label"),
@@ -144,4 +147,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

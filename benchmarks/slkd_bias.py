@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import mean_std as ms, provenance, write_section  # noqa: E402
+from benchmarks._report import mean_std as ms, provenance, run_main, write_section  # noqa: E402
 from benchmarks.bias_variants import KD_PARAMS, _base, run_once, student_run, train_teacher  # noqa: E402
 from beyondkd.bias.loss import DEFAULT_BIAS_PRESET  # noqa: E402
 
@@ -84,4 +84,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import provenance, write_section  # noqa: E402
+from benchmarks._report import provenance, run_main, write_section  # noqa: E402
 from beyondkd.bias.loss import BiasConfig  # noqa: E402
 from beyondkd.config import TrainConfig  # noqa: E402
 from beyondkd.data import Augment, DatasetInfo, TensorImages, TensorLoader  # noqa: E402
@@ -244,4 +244,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)
