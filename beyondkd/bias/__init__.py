@@ -7,16 +7,18 @@ Usable on its own in a hand-written training loop::
     loss, parts = criterion(student(x), teacher_logits, y, progress=step / total_steps)
 """
 
-from beyondkd.bias.loss import (
+from beyondkd.bias.config import (
     BIAS_PRESETS,
     DEFAULT_BIAS_PRESET,
-    BiasAwareKD,
     BiasConfig,
-    BiasPlugin,
-    BiasTargets,
+    BiasDescription,
     ScheduleConfig,
     bias_config,
+    bias_record,
+    describe_bias,
+    resolve_bias,
 )
+from beyondkd.bias.loss import BiasAwareKD, BiasPlugin, BiasTargets, wsl_weights
 from beyondkd.bias.mask import teacher_right_mask
 from beyondkd.bias.rectify import (
     RECTIFY_VARIANTS,
@@ -32,6 +34,7 @@ __all__ = [
     "DEFAULT_BIAS_PRESET",
     "BiasAwareKD",
     "BiasConfig",
+    "BiasDescription",
     "BiasPlugin",
     "BiasTargets",
     "GammaSchedule",
@@ -39,11 +42,15 @@ __all__ = [
     "RECTIFY_VARIANTS",
     "ScheduleConfig",
     "bias_config",
+    "bias_record",
+    "describe_bias",
     "paper_formula_on_logits",
     "paper_rectified_pair",
     "rectified_teacher_logits",
     "rectify",
     "register_schedule",
+    "resolve_bias",
     "schedule_names",
     "teacher_right_mask",
+    "wsl_weights",
 ]

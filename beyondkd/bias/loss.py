@@ -31,108 +31,23 @@ Reductions: ``batch`` divides each set's sum by the batch size ``N`` (never NaN;
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Union
+from typing import Callable, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
+from beyondkd.bias.config import (  # noqa: F401  (re-exported: the plug-in's settings live there)
+    BIAS_PRESETS,
+    DEFAULT_BIAS_PRESET,
+    BiasConfig,
+    ScheduleConfig,
+    bias_config,
+)
 from beyondkd.bias.mask import teacher_right_mask
-from beyondkd.bias.rectify import RectifyVariant, paper_formula_on_logits, rectified_teacher_logits
-from beyondkd.bias.schedule import GammaSchedule, Progress, schedule_names
-from beyondkd.errors import ConfigError, suggest
+from beyondkd.bias.rectify import paper_formula_on_logits, rectified_teacher_logits
+from beyondkd.bias.schedule import Progress
+from beyondkd.errors import ConfigError
 from beyondkd.losses.kd import cross_entropy, kd_kl
-
-Reduction = Literal["batch", "subbatch"]
-
-
-class ScheduleConfig(BaseModel):
-    """Validated settings of a :class:`GammaSchedule` (``schedule: linear`` is shorthand)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = "linear"
-    per: Literal["step", "epoch"] = "step"
-    value: float = Field(0.5, ge=0.0, le=1.0)
-    cap: float = Field(1.0, ge=0.0, le=1.0)
-    warmup: float = Field(0.0, ge=0.0, lt=1.0)
-
-    @field_validator("name")
-    @classmethod
-    def _known_shape(cls, v: str) -> str:
-        if v not in schedule_names():
-            raise ValueError(f"unknown gamma schedule '{v}'{suggest(v, schedule_names())}: choose one of {', '.join(schedule_names())}")
-        return v
-
-    def build(self) -> GammaSchedule:
-        return GammaSchedule(**self.model_dump())
-
-
-class BiasConfig(BaseModel):
-    """Settings of the bias plug-in. Every field is a research option; presets name the sets.
-
-    Attributes:
-        eliminate: split right and wrong rows (bias elimination).
-        rectify: rectify the teacher's wrong rows (bias rectification).
-        variant: rectification rule, see :mod:`beyondkd.bias.rectify`.
-        smoothing: ``eps`` of the ``label_smooth`` variant.
-        space: ``probs`` rectifies ``softmax(z/T)`` (the paper); ``logits`` applies eq. 4–7 to
-            the raw logits like one version of the authors' code (guarded; ``paper`` variant only).
-        schedule: the γ schedule (eq. 9).
-        reduction: ``batch`` or ``subbatch`` (see module docstring).
-        ce_under_gamma: multiply CE by ``(1-γ)`` as eq. 9 does.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    eliminate: bool = True
-    rectify: bool = True
-    variant: RectifyVariant = "paper"
-    smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-    space: Literal["probs", "logits"] = "probs"
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    reduction: Reduction = "batch"
-    ce_under_gamma: bool = True
-
-    @field_validator("schedule", mode="before")
-    @classmethod
-    def _schedule_shorthand(cls, v: object) -> object:
-        return {"name": v} if isinstance(v, str) else v
-
-
-# Named presets of the plug-in alone (the method's temperature and weights live in the method).
-BIAS_PRESETS: dict[str, dict] = {
-    # BTKD as written: eq. 4-7 on probabilities, γ = e/E per iteration, CE inside (1-γ).
-    "paper": dict(variant="paper", schedule={"name": "linear", "per": "step"}),
-    # What the authors' public code does (see shared/papers/README.md item 2).
-    "official-code": dict(
-        variant="swap",
-        schedule={"name": "sin2", "per": "epoch"},
-        reduction="subbatch",
-        ce_under_gamma=False,
-    ),
-    # Elimination + rectification with constant weights (no dynamic γ).
-    "constant": dict(variant="paper", schedule={"name": "none"}),
-    # As "constant" but the rectified row always has the label on top.
-    "strict": dict(variant="strict", schedule={"name": "none"}),
-    # Table 5 ablation rows.
-    "eliminate-only": dict(eliminate=True, rectify=False, schedule={"name": "none"}),
-    "rectify-only": dict(eliminate=False, rectify=True, schedule={"name": "none"}),
-}
-
-# The preset a bare ``BiasAwareKD()`` / ``bias: {}`` uses. Chosen by measurement; see
-# BENCHMARKS.md ("Bias plug-in variants on Fashion-MNIST"): over 3 seeds, elimination alone beat
-# KD by +0.97 points, elimination + rectification by +0.42; the paper's γ = e/E did not help.
-DEFAULT_BIAS_PRESET = "eliminate-only"
-
-
-def bias_config(preset: str | None = None, **overrides: object) -> BiasConfig:
-    """A validated :class:`BiasConfig` from a preset name plus field overrides."""
-    preset = DEFAULT_BIAS_PRESET if preset is None else preset
-    if preset not in BIAS_PRESETS:
-        raise ConfigError(
-            f"unknown bias preset '{preset}'{suggest(preset, list(BIAS_PRESETS))}: "
-            f"choose one of {', '.join(BIAS_PRESETS)}"
-        )
-    return BiasConfig(**{**BIAS_PRESETS[preset], **overrides})
 
 
 @dataclass(frozen=True)
@@ -145,12 +60,32 @@ class BiasTargets:
             logits, with the wrong rows replaced by rectified ones when rectification is on.
         rectified: ``(N,)`` bool, rows that were rectified.
         rectified_top_is_label: ``(N,)`` bool, rectified rows whose top class is now the label.
+        label_prob: ``(N,)`` the teacher's probability of the label at ``T = 1``, before any
+            rectification (the per-row weights of ``row_weight`` use it).
     """
 
     right: Tensor
     teacher_logits: Tensor
     rectified: Tensor
     rectified_top_is_label: Tensor
+    label_prob: Tensor
+
+
+def wsl_weights(student_ce: Tensor, teacher_label_prob: Tensor, eps: float = 1e-7) -> Tensor:
+    """Weighted soft labels (Zhou et al., ICLR 2021, eq. 9 there): ``1 - exp(-CE_s / CE_t)`` per row.
+
+    Args:
+        student_ce: ``(N,)`` the student's cross-entropy with the label at ``T = 1``.
+        teacher_label_prob: ``(N,)`` the teacher's probability of the label at ``T = 1``.
+        eps: keeps the ratio finite when the teacher is certain of the label.
+
+    Returns:
+        ``(N,)`` detached weights in ``[0, 1]`` (1 only by rounding): near 0 where the student already fits the label
+        much better than the teacher does, near 1 where the student is far worse.
+    """
+    teacher_ce = -teacher_label_prob.detach().clamp_min(torch.finfo(teacher_label_prob.dtype).tiny).log()
+    ratio = (student_ce.detach() / (teacher_ce + eps)).clamp_min(0.0)
+    return 1.0 - torch.exp(-ratio)
 
 
 class BiasPlugin:
@@ -194,20 +129,35 @@ class BiasPlugin:
         Returns:
             :class:`BiasTargets`.
         """
+        cfg = self.config
         z = teacher_logits.detach()
-        right = teacher_right_mask(z, target)
-        if not self.config.rectify:
+        right = teacher_right_mask(z, target)  # the one mask: rectification is told, never re-derives it
+        label_prob = torch.softmax(z.float() if z.dtype not in (torch.float32, torch.float64) else z, dim=1)
+        label_prob = label_prob.gather(1, target.long().unsqueeze(1)).squeeze(1)
+        if not cfg.rectify:
             none = torch.zeros_like(right)
-            return BiasTargets(right, z, none, none)
-        if self.config.space == "logits":
-            z_rect = paper_formula_on_logits(z, target)
+            return BiasTargets(right, z, none, none, label_prob)
+        if cfg.space == "logits":
+            z_rect = paper_formula_on_logits(z, target, right=right)
         else:
-            z_rect = rectified_teacher_logits(
-                z, target, temperature, self.config.variant, smoothing=self.config.smoothing
-            )
+            t_rect = temperature if cfg.rectify_temperature is None else cfg.rectify_temperature
+            # softmax(z_rect / t_rect) is the rectified distribution; the method then compares
+            # at its own temperature (with t_rect = 1: the rectified prediction, softened by T)
+            z_rect = rectified_teacher_logits(z, target, t_rect, cfg.variant, smoothing=cfg.smoothing, right=right)
         rectified = ~right
         top_is_label = rectified & (z_rect.argmax(dim=1) == target)
-        return BiasTargets(right, z_rect.to(z.dtype), rectified, top_is_label)
+        return BiasTargets(right, z_rect.to(z.dtype), rectified, top_is_label, label_prob)
+
+    def row_weights(self, ce: Tensor | None, targets: BiasTargets) -> Tensor:
+        """``(N,)`` detached per-row weights of the distillation term (``row_weight``; ones for ``none``)."""
+        kind = self.config.row_weight
+        if kind == "none":
+            return torch.ones_like(targets.label_prob)
+        if kind == "label_prob":
+            return targets.label_prob.detach()
+        if ce is None:
+            raise ConfigError("bias row_weight 'wsl' needs the student's cross-entropy, and this method has none: use label_prob or none")
+        return wsl_weights(ce, targets.label_prob)
 
     def _reduce(self, values: Tensor, mask: Tensor) -> Tensor:
         masked = torch.where(mask, values, torch.zeros_like(values)).sum()
@@ -234,6 +184,9 @@ class BiasPlugin:
             progress: training progress (needed only for a dynamic schedule).
             ce_weight, kd_weight: the method's weights of CE and of its distillation term.
 
+        With ``row_weight`` set, ``distill`` is first multiplied row by row by
+        :meth:`row_weights` (detached), before elimination and reduction.
+
         Returns:
             ``(loss, parts)``: the scalar loss and a dict of its weighted terms (``ce``,
             ``kd_easy``, ``kd_hard``) and statistics (``gamma``, ``rows``, ``rows_right``,
@@ -243,6 +196,8 @@ class BiasPlugin:
         right = targets.right
         n = distill.shape[0]
         gamma = self.gamma(progress)
+        if cfg.row_weight != "none":
+            distill = distill * self.row_weights(ce, targets).to(distill.dtype)
         ce_mean = ce.mean() if ce is not None else distill.new_zeros(())
         zero = distill.new_zeros(())
         if cfg.eliminate and cfg.rectify:

@@ -25,8 +25,20 @@ BTKD §"Rectifying Biased Knowledge", equations 3–7. For a row where the teach
     index, as ``argmax`` does).
 ``label_smooth`` (research option)
     Replaces the wrong row by the label-smoothed one-hot ``(1 - eps) * onehot(a) + eps / C``.
+``toward_label`` (research option, ours)
+    Moves the wrong row toward the one-hot label in proportion to the teacher's error on it:
+    ``t' = (1 - α) t + α onehot(a)`` with ``α = 1 - t_a``. A row that is nearly right moves
+    little, a confidently wrong one (``t_a ≈ 0``) becomes almost one-hot. The label is always
+    the strict top class: ``t'_a = 1 - t_a + t_a²`` while every other entry is at most
+    ``t_a (1 - t_a)``, and ``1 - 2 t_a + 2 t_a² > 0``. The other classes keep their ratios.
 
-Rows on which the teacher is right are returned bit-for-bit unchanged by every variant.
+Rows on which the teacher is right are returned bit-for-bit unchanged by every variant. Which
+rows are right is decided once, by the caller's mask when one is given (the plug-in passes the
+mask it computed from the logits, so a near-tie that the float32 softmax would flip is never
+rectified), else by ``argmax`` of the input.
+
+Computation is in the input's dtype (float64 stays float64); half-precision inputs are computed
+in float32 and returned in their own dtype.
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ from torch import Tensor
 
 from beyondkd.bias.mask import teacher_right_mask
 
-RectifyVariant = Literal["paper", "strict", "swap", "label_smooth"]
+RectifyVariant = Literal["paper", "strict", "swap", "label_smooth", "toward_label"]
 RECTIFY_VARIANTS: tuple[str, ...] = get_args(RectifyVariant)
 
 
@@ -47,6 +59,20 @@ def _check_variant(variant: str) -> None:
         raise ValueError(
             f"unknown rectification variant '{variant}': choose one of {', '.join(RECTIFY_VARIANTS)}"
         )
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype to compute in: the input's, or float32 for half-precision and integer inputs."""
+    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _right_rows(x: Tensor, target: Tensor, right: Tensor | None) -> Tensor:
+    """The caller's mask of right rows (checked), or ``argmax(x) == target``."""
+    if right is None:
+        return teacher_right_mask(x, target)
+    if right.shape != target.shape or right.dtype != torch.bool:
+        raise ValueError(f"right must be a (N,) bool mask like target {tuple(target.shape)}, got {tuple(right.shape)} {right.dtype}")
+    return right
 
 
 def _gather(x: Tensor, index: Tensor) -> Tensor:
@@ -79,6 +105,7 @@ def rectify(
     variant: RectifyVariant = "paper",
     *,
     smoothing: float = 0.1,
+    right: Tensor | None = None,
 ) -> Tensor:
     """Rectify the rows of a teacher distribution on which the teacher is wrong.
 
@@ -86,9 +113,11 @@ def rectify(
         teacher_probs: ``(N, C)`` rows of probabilities (each row sums to 1), e.g.
             ``softmax(teacher_logits / T)``.
         target: ``(N,)`` integer labels.
-        variant: ``"paper"`` (eq. 4–7), ``"strict"``, ``"swap"`` or ``"label_smooth"``; see the
-            module docstring.
+        variant: ``"paper"`` (eq. 4–7), ``"strict"``, ``"swap"``, ``"label_smooth"`` or
+            ``"toward_label"``; see the module docstring.
         smoothing: ``eps`` of the ``label_smooth`` variant, in ``[0, 1)``.
+        right: ``(N,)`` bool mask of the rows the teacher gets right (left unchanged); by
+            default ``argmax(teacher_probs) == target``.
 
     Returns:
         ``(N, C)`` tensor of the input's dtype. Right rows are unchanged; every row still sums
@@ -98,18 +127,24 @@ def rectify(
     _check_variant(variant)
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-    right = teacher_right_mask(teacher_probs, target)
-    p = teacher_probs.detach().float()
+    right = _right_rows(teacher_probs, target, right)
+    p = teacher_probs.detach().to(_compute_dtype(teacher_probs))
     a = target.long()
-    b = p.argmax(dim=1)
+    # the wrong row's top class; on a row that ``right`` calls wrong although its top class is
+    # the label (a near-tie decided on the logits), the runner-up plays the teacher's top class
+    b = _scatter(p, a, torch.full_like(_gather(p, a), -1.0)).argmax(dim=1)
+    b = torch.where(p.argmax(dim=1) == a, b, p.argmax(dim=1))
     t_a, t_b = _gather(p, a), _gather(p, b)
     num_classes = p.shape[1]
 
     if variant == "swap":
         new = _scatter(_scatter(p, b, t_a), a, t_b)
     elif variant == "label_smooth":
-        onehot = torch.nn.functional.one_hot(a, num_classes).float()
+        onehot = torch.nn.functional.one_hot(a, num_classes).to(p.dtype)
         new = (1.0 - smoothing) * onehot + smoothing / num_classes
+    elif variant == "toward_label":
+        alpha = (1.0 - t_a).unsqueeze(1)
+        new = (1.0 - alpha) * p + alpha * torch.nn.functional.one_hot(a, num_classes).to(p.dtype)
     else:
         new_a, new_b = paper_rectified_pair(t_a, t_b)
         if variant == "strict":
@@ -124,7 +159,7 @@ def rectify(
             new_a_row = _gather(new, a)
             rivals = _scatter(new, a, torch.full_like(new_a_row, -1.0))
             impossible = new_a_row <= rivals.max(dim=1).values
-            onehot = torch.nn.functional.one_hot(a, num_classes).float()
+            onehot = torch.nn.functional.one_hot(a, num_classes).to(p.dtype)
             new = torch.where(impossible.unsqueeze(1), 0.5 * new + 0.5 * onehot, new)
 
     out = torch.where(right.unsqueeze(1), p, new)
@@ -138,6 +173,7 @@ def rectified_teacher_logits(
     variant: RectifyVariant = "paper",
     *,
     smoothing: float = 0.1,
+    right: Tensor | None = None,
 ) -> Tensor:
     """Rectify at temperature ``T`` and re-express the result as logits.
 
@@ -152,21 +188,26 @@ def rectified_teacher_logits(
         target: ``(N,)`` integer labels.
         temperature: ``T > 0`` at which the teacher distribution is rectified.
         variant: see :func:`rectify`.
+        right: ``(N,)`` bool mask of right rows (kept unchanged); by default
+            ``argmax(teacher_logits) == target``, decided on the logits, not on the softmax.
 
     Returns:
-        ``(N, C)`` float tensor of logits (rows shifted by a per-row constant).
+        ``(N, C)`` tensor of logits (rows shifted by a per-row constant), in the logits' dtype
+        (float32 for half-precision logits).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    log_p = torch.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
+    right = _right_rows(teacher_logits, target, right)
+    z = teacher_logits.detach()
+    log_p = torch.log_softmax(z.to(_compute_dtype(z)) / temperature, dim=1)
     p = log_p.exp()
-    p_new = rectify(p, target, variant, smoothing=smoothing)
+    p_new = rectify(p, target, variant, smoothing=smoothing, right=right)
     tiny = torch.finfo(p_new.dtype).tiny
     log_p_new = torch.where(p_new == p, log_p, p_new.clamp_min(tiny).log())
-    return temperature * log_p_new
+    return torch.where(right.unsqueeze(1), temperature * log_p, temperature * log_p_new)
 
 
-def paper_formula_on_logits(teacher_logits: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
+def paper_formula_on_logits(teacher_logits: Tensor, target: Tensor, eps: float = 1e-3, right: Tensor | None = None) -> Tensor:
     """Equations 4–7 applied to *raw logits*, as one version of the authors' code does.
 
     This is offered only to reproduce that code: logits are not probabilities, so the result
@@ -178,12 +219,13 @@ def paper_formula_on_logits(teacher_logits: Tensor, target: Tensor, eps: float =
         teacher_logits: ``(N, C)`` raw logits.
         target: ``(N,)`` integer labels.
         eps: smallest allowed magnitude of the denominator.
+        right: ``(N,)`` bool mask of right rows (kept unchanged); by default from ``argmax``.
 
     Returns:
-        ``(N, C)`` float tensor.
+        ``(N, C)`` tensor in the logits' dtype (float32 for half precision).
     """
-    right = teacher_right_mask(teacher_logits, target)
-    z = teacher_logits.detach().float()
+    right = _right_rows(teacher_logits, target, right)
+    z = teacher_logits.detach().to(_compute_dtype(teacher_logits))
     a = target.long()
     b = z.argmax(dim=1)
     z_a, z_b = _gather(z, a), _gather(z, b)

@@ -197,3 +197,70 @@ def test_rectified_rows_top_is_label_statistic():
     assert parts["rows_rectified_top_is_label"].item() == 0
     _, parts = BiasAwareKD.from_preset("strict", temperature=1.0)(torch.zeros(1, 4), t, y)
     assert parts["rows_rectified_top_is_label"].item() == 1
+
+
+# -- research options: rectification temperature and per-row weights ---------------------------
+def test_rectify_temperature_one_rectifies_the_prediction_then_the_method_softens_it():
+    from beyondkd.bias import teacher_right_mask
+
+    s, t, y = _batch(seed=7)
+    T = 4.0
+    crit = BiasAwareKD(T, 1.0, 1.0, config=bias_config("constant", rectify_temperature=1.0))
+    targets = crit.plugin.teacher_targets(t, y, T)
+    right = teacher_right_mask(t, y)
+    assert torch.allclose(torch.softmax(targets.teacher_logits, 1), rectify(torch.softmax(t, 1), y, "paper", right=right), atol=1e-6)
+    loss, _ = crit(s, t, y)
+    expected = F.cross_entropy(s, y) + _kl_rows(s, torch.softmax(targets.teacher_logits / T, 1), T).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    default = BiasAwareKD(T, 1.0, 1.0, config=bias_config("constant"))
+    assert not torch.allclose(default.plugin.teacher_targets(t, y, T).teacher_logits, targets.teacher_logits)
+
+
+def test_label_prob_row_weight_weighs_each_row_by_the_teachers_probability_of_its_label():
+    s, t, y = _batch(seed=8)
+    T = 4.0
+    crit = BiasAwareKD(T, 0.5, 0.5, config=bias_config("eliminate-only", eliminate=False, row_weight="label_prob"))
+    loss, _ = crit(s, t, y)
+    w = torch.softmax(t, 1).gather(1, y[:, None]).squeeze(1)
+    kl = _kl_rows(s, torch.softmax(t / T, 1), T)
+    expected = 0.5 * F.cross_entropy(s, y) + 0.5 * (w * kl).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_wsl_weights_follow_their_formula_and_lie_in_0_1_closed(seed):
+    from beyondkd.bias import wsl_weights
+
+    s, t, y = _batch(seed=seed)
+    ce_s = F.cross_entropy(s, y, reduction="none")
+    ce_t = F.cross_entropy(t, y, reduction="none")
+    w = wsl_weights(ce_s, torch.softmax(t, 1).gather(1, y[:, None]).squeeze(1))
+    assert ((w >= 0) & (w <= 1)).all()
+    assert torch.allclose(w, 1 - torch.exp(-ce_s / (ce_t + 1e-7)), atol=1e-5)
+    assert not w.requires_grad
+
+
+def test_wsl_row_weight_in_the_loss_and_its_gradient_does_not_flow_through_the_weight():
+    s, t, y = _batch(seed=9)
+    s = s.clone().requires_grad_(True)
+    T = 4.0
+    crit = BiasAwareKD(T, 1.0, 1.0, config=bias_config("eliminate-only", row_weight="wsl"))
+    loss, _ = crit(s, t, y)
+    ce = F.cross_entropy(s, y, reduction="none")
+    w = (1 - torch.exp(-ce.detach() / (F.cross_entropy(t, y, reduction="none") + 1e-7)))
+    right = t.argmax(1) == y
+    kl = _kl_rows(s, torch.softmax(t / T, 1), T)
+    expected = ce.mean() + (w * kl * right).sum() / len(y)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    (g1,) = torch.autograd.grad(loss, s)
+    (g2,) = torch.autograd.grad(expected, s)
+    assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_wsl_without_cross_entropy_is_a_clear_error():
+    plugin = BiasPlugin(bias_config("constant", row_weight="wsl"))
+    s, t, y = _batch(seed=10)
+    targets = plugin.teacher_targets(t, y, 4.0)
+    with pytest.raises(ConfigError, match="wsl.*cross-entropy"):
+        plugin.combine(None, torch.ones(len(y)), targets, None)

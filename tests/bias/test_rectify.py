@@ -164,7 +164,8 @@ def test_rectified_logits_reproduce_rectified_probs(variant, batch, temperature)
     z, y = batch
     zr = rectified_teacher_logits(z, y, temperature, variant)
     assert torch.isfinite(zr).all()
-    expected = rectify(torch.softmax(z / temperature, 1), y, variant)
+    # the mask is the logits' (a near-tie that the softmax rounds away is still decided there)
+    expected = rectify(torch.softmax(z / temperature, 1), y, variant, right=teacher_right_mask(z, y))
     assert torch.allclose(torch.softmax(zr / temperature, 1), expected, atol=1e-5)
 
 
@@ -195,3 +196,85 @@ def test_random_wrong_rows_share_keeping_a_wrong_top_class():
     frac = (out[wrong].argmax(1) != y[wrong]).float().mean().item()
     assert 0.01 < frac < 0.5  # a real share, not a rounding artefact
     assert (rectify(p, y, "strict")[wrong].argmax(1) == y[wrong]).all()
+
+
+# -- one mask (the plug-in's, from the logits) and the input's dtype -----------------------------
+def _near_tie(label_leads: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits whose label (class 1) leads or trails class 0 by 1e-7, less than the softmax resolves at T = 4."""
+    eps = 1e-7
+    z = torch.tensor([[0.0, eps, -3.0]]) if label_leads else torch.tensor([[eps, 0.0, -3.0]])
+    return z, torch.tensor([1])
+
+
+@pytest.mark.parametrize("variant", RECTIFY_VARIANTS)
+def test_a_row_right_by_one_ulp_is_never_rectified(variant):
+    z, y = _near_tie(label_leads=True)
+    assert teacher_right_mask(z, y).item()
+    # the float32 softmax at T = 4 rounds the lead away: the probabilities tie, argmax says class 0
+    assert torch.softmax(z / 4.0, 1).argmax(1).item() == 0
+    zr = rectified_teacher_logits(z, y, 4.0, variant)
+    assert torch.equal(zr, 4.0 * torch.log_softmax(z / 4.0, 1))
+
+
+@pytest.mark.parametrize("variant", RECTIFY_VARIANTS)
+def test_a_row_wrong_by_one_ulp_is_rectified_toward_the_label(variant):
+    z, y = _near_tie(label_leads=False)
+    assert not teacher_right_mask(z, y).item()
+    zr = rectified_teacher_logits(z, y, 4.0, variant)
+    p, q = torch.softmax(z / 4.0, 1), torch.softmax(zr / 4.0, 1)
+    assert torch.isfinite(zr).all()
+    assert q[0, 1] >= p[0, 1] - 1e-6  # the label never loses mass
+    assert q.sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_rectify_takes_the_callers_mask():
+    p = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    y = torch.tensor([0, 0])
+    keep_all = torch.tensor([True, True])
+    assert torch.equal(rectify(p, y, "swap", right=keep_all), p)
+    with pytest.raises(ValueError, match="bool mask"):
+        rectify(p, y, "swap", right=torch.tensor([1, 1]))
+
+
+@pytest.mark.parametrize("variant", RECTIFY_VARIANTS)
+def test_float64_is_computed_in_float64(variant):
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(64, 6, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, 6, (64,), generator=g)
+    p = torch.softmax(z, 1)
+    out = rectify(p, y, variant)
+    assert out.dtype == torch.float64
+    assert torch.allclose(out.sum(1), torch.ones(64, dtype=torch.float64), atol=1e-12)
+    zr = rectified_teacher_logits(z, y, 2.0, variant)
+    assert zr.dtype == torch.float64
+    assert torch.allclose(torch.softmax(zr / 2.0, 1), rectify(torch.softmax(z / 2.0, 1), y, variant, right=teacher_right_mask(z, y)), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32_and_returned_in_its_dtype(dtype):
+    g = torch.Generator().manual_seed(4)
+    p = torch.softmax(torch.randn(32, 5, generator=g) * 2, 1)
+    y = torch.randint(0, 5, (32,), generator=g)
+    out = rectify(p.to(dtype), y, "paper")
+    assert out.dtype == dtype
+    assert torch.allclose(out.float(), rectify(p.to(dtype).float(), y, "paper"), atol=1e-2)
+
+
+# -- toward_label: move a wrong row toward the label in proportion to the teacher's error ----------
+@settings(max_examples=200, deadline=None)
+@given(batch=batches())
+def test_toward_label_makes_the_label_the_strict_top_and_keeps_the_others_ratios(batch):
+    z, y = batch
+    p = torch.softmax(z.double(), 1)
+    out = rectify(p, y, "toward_label")
+    right = teacher_right_mask(p, y)
+    assert torch.equal(out[right], p[right])
+    assert torch.allclose(out.sum(1), torch.ones(len(y), dtype=torch.float64), atol=1e-9)
+    for i in torch.nonzero(~right).flatten().tolist():
+        a = int(y[i])
+        t_a = float(p[i, a])
+        assert float(out[i, a]) == pytest.approx(1 - t_a + t_a * t_a, abs=1e-9)
+        others = [c for c in range(p.shape[1]) if c != a]
+        assert all(float(out[i, a]) > float(out[i, c]) for c in others)
+        for c in others:  # every other class is scaled by the same factor t_a
+            assert float(out[i, c]) == pytest.approx(t_a * float(p[i, c]), abs=1e-12)
