@@ -99,6 +99,9 @@ class TrainConfig(StrictSection):
     threads: int | None = Field(None, ge=1)
     sync_bn: bool = False
     progress_bar: bool = True
+    teacher_readout_rows: int = Field(
+        10_000, ge=0, description="training rows on which the teacher's accuracy is measured before training (0: off; cached logits: every row)"
+    )
 
 
 class RunBase(StrictSection):

@@ -31,7 +31,7 @@ Status = Literal["done", "resume", "new"]
 
 # Settings that do not change what a run computes: a finished run is reused across them.
 VOLATILE_KEYS = frozenset({
-    "train.progress_bar", "train.device", "train.cache_dir", "train.log_every", "train.threads",
+    "train.progress_bar", "train.device", "train.cache_dir", "train.log_every", "train.threads", "train.teacher_readout_rows",
     "data.num_workers", "data.root", "data.download", "name",
 })
 
@@ -109,12 +109,20 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_recorded_config(run_dir: Path, config: RunConfig) -> None:
-    """Raise if ``run_dir/config.yaml`` records a different run than ``config``."""
+    """Raise if ``run_dir/config.yaml`` records a different run than ``config``.
+
+    Both sides are *resolved* configs (method parameters and plug-in settings written out, see
+    :func:`beyondkd.engine.build.resolved_config`): a run made under other library defaults, e.g.
+    another default bias preset, is a different run and is never reused.
+    """
+    from beyondkd.engine.build import resolved_config
+
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
+    mode: Mode = "train-teacher" if config.model is not None else "distill"
     recorded = _flatten(yaml.safe_load(path.read_text()) or {})
-    planned = _flatten(yaml.safe_load(yaml.safe_dump(config.model_dump(mode="json"))))
+    planned = _flatten(yaml.safe_load(yaml.safe_dump(resolved_config(config, mode).model_dump(mode="json"))))
     for key in sorted(set(recorded) | set(planned)):
         if key in VOLATILE_KEYS or any(key.startswith(v + ".") for v in VOLATILE_KEYS):
             continue

@@ -17,13 +17,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, mode: str) -> int:
-    from beyondkd.engine.build import run_training
+    from beyondkd.engine.build import prepare_run
 
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     config = load_config(args.config, overrides)
-    result = run_training(config, mode, resume=args.resume, cache_dir=args.cache_dir)  # type: ignore[arg-type]
+    prepared = prepare_run(config, mode, cache_dir=args.cache_dir)  # type: ignore[arg-type]
+    if prepared.teacher_readout is not None:
+        print(f"{config.name}: {prepared.teacher_readout.reading()}", flush=True)
+    result = prepared.trainer.fit(resume=args.resume)
     s = result.summary
     teacher = f", teacher {s['teacher_acc']:.2f}" if s.get("teacher_acc") is not None else ""
     print(

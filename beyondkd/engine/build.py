@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from beyondkd.bias.loss import BiasConfig, bias_config
+from beyondkd.bias.config import BiasConfig, bias_record, resolve_bias
 from beyondkd.config import ModelConfig, RunConfig
 from beyondkd.data.base import DatasetInfo, TensorImages
 from beyondkd.data.loaders import Augment, DatasetLoader, TensorLoader
@@ -22,6 +22,7 @@ from beyondkd.distillers.registry import build_distiller, format_validation_erro
 from beyondkd.engine.checkpoint import load_checkpoint
 from beyondkd.engine.evaluate import evaluation_sums, metrics_from_sums
 from beyondkd.engine.teacher_cache import CachedTeacherLoader, load_or_compute
+from beyondkd.engine.teacher_readout import TeacherReadout, measure_teacher_on_train_rows
 from beyondkd.engine.distributed import DistEnv
 from beyondkd.engine.trainer import Trainer, TrainResult
 from beyondkd.errors import BeyondKDError, ConfigError
@@ -132,16 +133,47 @@ def load_network(mcfg: ModelConfig, info: DatasetInfo, role: str, require_checkp
     return model, meta
 
 
-def parse_bias(raw: dict[str, Any] | None) -> BiasConfig | None:
-    """``method.bias`` -> :class:`BiasConfig` (``{preset: paper, variant: strict}``); None if absent."""
-    if raw is None:
-        return None
-    raw = dict(raw)
-    preset = raw.pop("preset", None)
+def parse_bias_with_preset(raw: dict[str, Any] | None) -> tuple[BiasConfig, str] | None:
+    """``method.bias`` -> (:class:`BiasConfig`, the preset it came from); None if absent."""
     try:
-        return bias_config(preset, **raw)
+        return resolve_bias(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "method.bias")) from None
+
+
+def parse_bias(raw: dict[str, Any] | None) -> BiasConfig | None:
+    """``method.bias`` -> :class:`BiasConfig` (``{preset: paper, variant: strict}``); None if absent."""
+    resolved = parse_bias_with_preset(raw)
+    return None if resolved is None else resolved[0]
+
+
+def method_name_for(config: RunConfig, mode: Mode) -> str:
+    """The method a run uses: ``method.name``, else ``vanilla`` (train-teacher) or ``kd`` (distill)."""
+    return config.method.name or ("vanilla" if mode == "train-teacher" else "kd")
+
+
+def resolved_config(config: RunConfig, mode: Mode) -> RunConfig:
+    """``config`` with every default the run depends on written out.
+
+    The method's name and all its parameters (validated, defaults filled in), and the plug-in as
+    ``{preset: <the preset it came from>, <every BiasConfig field>}``. Loading the result gives
+    the same run whatever the library's defaults are at that time, and two runs made under
+    different defaults record different configs (so a benchmark never reuses one for the other).
+    """
+    name = method_name_for(config, mode)
+    params = validate_params(get_distiller_class(name), config.method.params).model_dump(mode="json")
+    bias = parse_bias_with_preset(config.method.bias)
+    method = {"name": name, "params": params,
+              "bias": None if bias is None else {"preset": bias[1], **bias[0].model_dump(mode="json")}}
+    return config.model_copy(update={"method": type(config.method)(**method)})
+
+
+def run_record(config: RunConfig, mode: Mode) -> dict[str, Any]:
+    """The resolved method and plug-in of a run, as its summary and checkpoints record them."""
+    resolved = resolved_config(config, mode)
+    bias = parse_bias_with_preset(config.method.bias)
+    return {"method": resolved.method.name, "params": resolved.method.params,
+            "bias": None if bias is None else bias_record(*bias)}
 
 
 @dataclass
@@ -156,6 +188,7 @@ class PreparedRun:
     trainer: Trainer
     teacher_acc: float | None
     output_dir: Path
+    teacher_readout: TeacherReadout | None = None
 
 
 def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cache_dir: str | Path | None = None) -> PreparedRun:
@@ -173,13 +206,13 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cach
                               if cfg.student is not None else "train-teacher needs a 'model:' section naming the network to train")
         if cfg.teacher is not None:
             raise ConfigError("train-teacher trains on labels only: remove the 'teacher:' section (or use beyondkd distill)")
-        method_name = cfg.method.name or "vanilla"
     else:
         if cfg.student is None:
             raise ConfigError("distill needs a 'student:' section (use beyondkd train-teacher for a 'model:' config)")
-        method_name = cfg.method.name or "kd"
+    method_name = method_name_for(cfg, mode)
     # Validate the cheap things first, so a typo fails before any data or model is loaded.
-    validate_params(get_distiller_class(method_name), cfg.method.params)
+    resolved = resolved_config(cfg, mode)
+    record = run_record(cfg, mode)
     bias = parse_bias(cfg.method.bias)
     device = resolve_device(cfg.train.device)
     if dist is None:
@@ -235,6 +268,10 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cach
                 targets = train_loader.targets if hasattr(train_loader, "targets") else torch.zeros(0)
                 logits, _ = load_or_compute(distiller.teacher, ordered_loader, facts["num_samples"], targets, facts, cdir, autocast)
                 train_loader = CachedTeacherLoader(train_loader, logits.to(device))
+    readout = None
+    if distiller.teacher is not None and cfg.train.teacher_readout_rows > 0:
+        readout = measure_teacher_on_train_rows(distiller.teacher, train_loader, facts["num_samples"],
+                                                cfg.train.teacher_readout_rows, autocast, dist)
     if cfg.train.compile:
         mode_name = None if cfg.train.compile in (True, "default") else cfg.train.compile
         distiller.student.compile(mode=mode_name)
@@ -245,13 +282,15 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cach
     meta = {
         "name": cfg.name,
         "model_meta": {**student_meta, "dataset": info.name, "image_size": cfg.data.image_size or info.image_size},
-        "config": cfg.model_dump(mode="json"),
-        "bias": cfg.method.bias,
+        "config": resolved.model_dump(mode="json"),
+        "record": record,
     }
     if teacher_acc is not None:
         meta["teacher_acc"] = teacher_acc
+    if readout is not None:
+        meta["teacher_on_train_rows"] = readout.record()
     trainer = Trainer(distiller, train_loader, val_loader, cfg.train, output_dir, device, meta, dist)
-    return PreparedRun(cfg, mode, device, info, distiller, trainer, teacher_acc, output_dir)
+    return PreparedRun(cfg, mode, device, info, distiller, trainer, teacher_acc, output_dir, readout)
 
 
 def run_training(config: RunConfig, mode: Mode, resume: bool = False, cache_dir: str | Path | None = None) -> TrainResult:

@@ -151,6 +151,7 @@ class Trainer:
             "distiller": extra,
             "model_meta": self.meta.get("model_meta", {}),
             "config": self.meta.get("config", {}),
+            "record": self.meta.get("record", {}),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
@@ -361,7 +362,10 @@ class Trainer:
         summary = {
             "name": self.meta.get("name"),
             "method": self.distiller.name,
-            "bias": self.meta.get("bias"),
+            # the resolved method parameters and plug-in settings (preset, name, every field)
+            "params": (self.meta.get("record") or {}).get("params"),
+            "bias": (self.meta.get("record") or {}).get("bias"),
+            "teacher_on_train_rows": self.meta.get("teacher_on_train_rows"),
             "best_acc": self.best_acc,
             "best_epoch": self.best_epoch + 1,
             "last_acc": last_acc,

@@ -42,6 +42,10 @@ def test_train_teacher_distill_eval(fmnist_slice, tmp_path):
               f"data.root={fmnist_slice}", "data.augment=false", "train.epochs=1", "train.progress_bar=false",
               "teacher.name=cnn_small", f"teacher.checkpoint={ckpt}", "student.name=cnn_tiny")
     summary = json.loads(out.stdout.strip().splitlines()[-1])
+    # before training, distill says how often the teacher is right on the student's rows
+    reading = summary["teacher_on_train_rows"]["reading"]
+    assert out.stdout.index(reading) < out.stdout.index("best ")
+    assert reading.startswith("the teacher is ")
     assert summary["method"] == "kd" and summary["rows_teacher_wrong"] > 0
     assert 10 < summary["best_acc"] <= 100
     ev = cli("eval", "-k", str(tmp_path / "kd_btkd" / "best.pt"), "--data-root", str(fmnist_slice))
