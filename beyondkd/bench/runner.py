@@ -23,6 +23,7 @@ from typing import Any, Callable, Literal
 import yaml
 
 from beyondkd.bench.suite import GroupSpec, RowSpec, Suite, TeacherSpec, slug
+from beyondkd.bias.config import BiasConfig, describe_bias
 from beyondkd.config import RunConfig, load_config, resolve_config_path
 from beyondkd.errors import BeyondKDError, ConfigError
 
@@ -60,10 +61,36 @@ class PlannedRun:
 
 @dataclass
 class PlannedRow:
+    """A row of the table: its runs and what they resolve to (the same for every seed)."""
+
     spec: RowSpec
     runs: list[PlannedRun]
-    eliminate: bool | None  # None: the row has no bias plug-in
-    rectify: bool | None
+    method: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the method's resolved parameters
+    bias: BiasConfig | None = None  # None: the row has no bias plug-in
+    bias_preset: str | None = None  # the preset the plug-in settings came from
+
+    @property
+    def eliminate(self) -> bool | None:
+        return None if self.bias is None else self.bias.eliminate
+
+    @property
+    def rectify(self) -> bool | None:
+        return None if self.bias is None else self.bias.rectify
+
+    @property
+    def dynamic_gamma(self) -> bool | None:
+        """True when the row's loss follows eq. 9 with a dynamic γ."""
+        if self.bias is None:
+            return None
+        return self.bias.eliminate and self.bias.rectify and self.bias.schedule.name != "none"
+
+    @property
+    def bias_label(self) -> str | None:
+        """The resolved plug-in: a preset name, or ``custom (<preset> + <fields>)``; None without it."""
+        if self.bias is None:
+            return None
+        return describe_bias(self.bias, self.bias_preset).label
 
 
 @dataclass
@@ -151,14 +178,21 @@ def missing_configs(suite: Suite) -> list[str]:
     return sorted({n for n in names if not config_exists(n)})
 
 
-def _validate_deep(cfg: RunConfig, where: str) -> tuple[bool | None, bool | None]:
-    """Check what ``load_config`` does not: model, dataset, method and bias names and params.
+@dataclass(frozen=True)
+class Resolved:
+    """What a planned config resolves to: method, its parameters, the plug-in and its preset."""
 
-    Returns the plug-in's (eliminate, rectify), or (None, None) without the plug-in.
-    """
+    method: str
+    params: dict[str, Any]
+    bias: BiasConfig | None
+    bias_preset: str | None
+
+
+def _validate_deep(cfg: RunConfig, where: str) -> Resolved:
+    """Check what ``load_config`` does not: model, dataset, method and bias names and params."""
     from beyondkd.data.registry import get_dataset_spec
     from beyondkd.distillers.registry import get_distiller_class, validate_params
-    from beyondkd.engine.build import parse_bias
+    from beyondkd.engine.build import parse_bias_with_preset
     from beyondkd.models.registry import get_spec
 
     try:
@@ -167,13 +201,11 @@ def _validate_deep(cfg: RunConfig, where: str) -> tuple[bool | None, bool | None
             if net is not None:
                 get_spec(net.name)
         method = cfg.method.name or ("vanilla" if cfg.model is not None else "kd")
-        validate_params(get_distiller_class(method), cfg.method.params)
-        bias = parse_bias(cfg.method.bias)
+        params = validate_params(get_distiller_class(method), cfg.method.params).model_dump(mode="json")
+        bias = parse_bias_with_preset(cfg.method.bias)
     except BeyondKDError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    if bias is None:
-        return None, None
-    return bias.eliminate, bias.rectify
+    return Resolved(method, params, None if bias is None else bias[0], None if bias is None else bias[1])
 
 
 def _load(path: str, overrides: list[str], where: str) -> RunConfig:
@@ -198,7 +230,8 @@ def plan_suite(suite: Suite, out: str | Path | None = None, seeds: list[int] | N
                overrides: list[str] | tuple[str, ...] = ()) -> Plan:
     """Resolve and validate every run of ``suite`` (nothing is trained)."""
     out_dir = Path(out) if out is not None else Path("runs") / "bench" / suite.name
-    seeds = list(seeds) if seeds else list(suite.seeds)
+    forced = list(seeds) if seeds else None  # --seeds replaces the suite's and every row's seeds
+    all_seeds: list[int] = []
     common = list(suite.overrides) + list(overrides)
     groups: list[PlannedGroup] = []
     for g in suite.groups:
@@ -226,20 +259,26 @@ def plan_suite(suite: Suite, out: str | Path | None = None, seeds: list[int] | N
                 skipped.append((r.label, f"config '{r.config}' is not on this install"))
                 continue
             runs: list[PlannedRun] = []
-            flags: tuple[bool | None, bool | None] = (None, None)
-            for seed in seeds:
+            resolved: Resolved | None = None
+            row_seeds = forced or r.seeds or list(suite.seeds)
+            all_seeds += [s for s in row_seeds if s not in all_seeds]
+            for seed in row_seeds:
                 rdir = out_dir / slug(g.name) / slug(r.label) / f"seed{seed}"
-                over = common + r.overrides + [f"seed={seed}", f"output_dir={rdir}"]
+                over = common + g.overrides + r.overrides + [f"seed={seed}", f"output_dir={rdir}"]
                 cfg = _load(r.config, over, where)
                 mode: Mode = "train-teacher" if cfg.model is not None else "distill"
                 if mode == "distill" and teacher_ckpt is not None:
                     over = over + [f"teacher.checkpoint={teacher_ckpt}"]
+                    if teacher_run is not None and teacher_run.config.model is not None:
+                        # the suite trains this teacher, so it knows its architecture
+                        over.append(f"teacher.name={teacher_run.config.model.name}")
                     cfg = _load(r.config, over, where)
-                flags = _validate_deep(cfg, where)
+                resolved = _validate_deep(cfg, where)
                 runs.append(PlannedRun(g.name, r.label, seed, r.config, over, mode, cfg, rdir))
-            rows.append(PlannedRow(r, runs, *flags))
+            assert resolved is not None
+            rows.append(PlannedRow(r, runs, resolved.method, resolved.params, resolved.bias, resolved.bias_preset))
         groups.append(PlannedGroup(g, teacher_run, teacher_ckpt, rows, skipped))
-    return Plan(suite, out_dir, seeds, groups, common)
+    return Plan(suite, out_dir, all_seeds or list(forced or suite.seeds), groups, common)
 
 
 def describe_plan(plan: Plan) -> str:
@@ -258,7 +297,7 @@ def describe_plan(plan: Plan) -> str:
             lines.append(f"  [skip  ] {g.spec.name} / {label}: {why}")
     for run in plan.student_runs:
         n += 1
-        extra = [o for o in run.overrides[len(plan.common):] if not o.startswith(("output_dir=", "seed=", "teacher.checkpoint="))]
+        extra = [o for o in run.overrides[len(plan.common):] if not o.startswith(("output_dir=", "seed=", "teacher.checkpoint=", "teacher.name="))]
         lines.append(f"  [{run.status():6}] {run.group} / {run.label} seed {run.seed}: {run.config_path} ({run.mode})"
                      + (f" {' '.join(extra)}" if extra else ""))
     lines.append(f"{n} runs planned, {sum(r.status() == 'done' for r in plan.teacher_runs + plan.student_runs)} already finished")
@@ -278,25 +317,63 @@ def execute_run(run: PlannedRun, cache_dir: Path) -> dict[str, Any]:
     return result.summary
 
 
-def execute_plan(plan: Plan, log: Callable[[str], None] = print) -> list[tuple[PlannedRun, str]]:
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _execute_timed(run: PlannedRun, cache_dir: Path) -> tuple[float, dict[str, Any] | None, str | None]:
+    """:func:`execute_run`, timed: (seconds, summary, None), or (seconds, None, the one-line error)."""
+    t0 = time.perf_counter()
+    try:
+        summary, error = execute_run(run, cache_dir), None
+    except BeyondKDError as exc:
+        summary, error = None, str(exc)
+    return time.perf_counter() - t0, summary, error
+
+
+def execute_plan(plan: Plan, log: Callable[[str], None] = print, jobs: int = 1) -> list[tuple[PlannedRun, str]]:
     """Train every unfinished run of ``plan``: teachers first, then the students seed by seed.
 
-    A run that fails with a user-facing error (a non-finite loss, a missing teacher) is reported
-    and skipped so the other runs still train; the failures are returned.
+    With ``jobs > 1`` the student runs go to that many worker processes (each with
+    ``cpu_count // jobs`` threads unless the run sets ``train.threads``); teachers still train
+    first, one after another. A run that fails with a user-facing error (a non-finite loss, a
+    missing teacher) is reported and skipped so the other runs still train; the failures are
+    returned.
     """
-    runs = plan.teacher_runs + plan.student_runs
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     cache = plan.out / ".cache"
     failures: list[tuple[PlannedRun, str]] = []
-    for i, run in enumerate(runs, start=1):
-        head = f"[{i}/{len(runs)}] {run.group} / {run.label}" + ("" if run.label == "teacher" else f" seed {run.seed}")
-        status = run.status()
-        t0 = time.perf_counter()
-        try:
-            summary = execute_run(run, cache)
-        except BeyondKDError as exc:
-            failures.append((run, str(exc)))
-            log(f"{head}: FAILED: {exc}")
-            continue
-        what = "finished earlier" if status == "done" else f"{time.perf_counter() - t0:.0f} s" + (" (resumed)" if status == "resume" else "")
+    runs = plan.teacher_runs + plan.student_runs
+    serial = runs if jobs == 1 else plan.teacher_runs
+    count = iter(range(1, len(runs) + 1))
+
+    def report(run: PlannedRun, status: str, seconds: float, summary: dict[str, Any] | None, error: str | None) -> None:
+        head = f"[{next(count)}/{len(runs)}] {run.group} / {run.label}" + ("" if run.label == "teacher" else f" seed {run.seed}")
+        if error is not None:
+            failures.append((run, error))
+            log(f"{head}: FAILED: {error}")
+            return
+        assert summary is not None
+        what = "finished earlier" if status == "done" else f"{seconds:.0f} s" + (" (resumed)" if status == "resume" else "")
         log(f"{head}: best {summary['best_acc']:.2f} (epoch {summary['best_epoch']}), last {summary['last_acc']:.2f} [{what}]")
+
+    for run in serial:
+        status = run.status()
+        report(run, status, *_execute_timed(run, cache))
+    if jobs == 1:
+        return failures
+
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(threads,)) as pool:
+        started = {pool.submit(_execute_timed, run, cache): (run, run.status()) for run in plan.student_runs}
+        for future in as_completed(started):
+            run, status = started[future]
+            report(run, status, *future.result())
     return failures

@@ -4,12 +4,13 @@ A suite file (``beyondkd/configs/bench/<name>.yaml``, or any path) holds::
 
     name: fmnist-cpu
     description: what it measures and on what budget
-    table: ablation            # table1 | ablation | plugin | slkd: the shape of the printed table
+    table: ablation            # table1 | ablation | plugin | slkd | regime: the shape of the printed table
     source: BTKD Table 5       # where the paper numbers come from (optional)
     seeds: [0, 1, 2]           # default seeds (``--seeds`` replaces them)
     overrides: [train.epochs=3]   # applied to every run of the suite, teachers included
     groups:                    # one block of the table per teacher/student pair
       - name: resnet20 -> resnet8
+        overrides: []          # applied to every row of this group (not to its teacher)
         teacher:               # trained once, unless ``checkpoint`` already exists
           config: configs/fmnist/teacher.yaml
           checkpoint: runs/fmnist_teacher_resnet20/best.pt
@@ -20,6 +21,7 @@ A suite file (``beyondkd/configs/bench/<name>.yaml``, or any path) holds::
             overrides: [method.params.temperature=4]
             baseline: CE           # Δ is measured against this row (or the best of a list)
             paper: {acc: 71.56, source: BTKD Table 1}
+            seeds: [0, 1, 2, 3, 4] # optional: this row's own seeds
 
 A row's config that holds a ``model:`` section is trained on labels (``train-teacher``); one
 with ``student:`` is distilled. ``optional: true`` lets a row be dropped, with a note, when its
@@ -38,7 +40,7 @@ from beyondkd.config import PACKAGE_CONFIGS, StrictSection, parse_yaml_file, val
 from beyondkd.errors import ConfigError, suggest
 
 SUITES_DIR = PACKAGE_CONFIGS / "bench"
-TableShape = Literal["table1", "ablation", "plugin", "slkd"]
+TableShape = Literal["table1", "ablation", "plugin", "slkd", "regime"]
 
 
 class PaperNumber(StrictSection):
@@ -66,6 +68,14 @@ class RowSpec(StrictSection):
     baseline: Union[str, list[str], None] = Field(None, description="row label(s) Δ is measured against (the best of a list)")
     paper: PaperNumber | None = None
     optional: bool = False
+    seeds: list[int] | None = Field(None, min_length=1, description="this row's seeds (default: the suite's); --seeds replaces both")
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"seeds repeat: {v}")
+        return v
 
     @property
     def baselines(self) -> list[str]:
@@ -78,7 +88,9 @@ class GroupSpec(StrictSection):
     """A block of rows sharing a teacher (one teacher/student pair of a paper table)."""
 
     name: str
+    description: str = ""
     teacher: TeacherSpec | None = None
+    overrides: list[str] = Field(default_factory=list, description="applied to every row of the group (not its teacher)")
     rows: list[RowSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -106,6 +118,7 @@ class Suite(StrictSection):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     teacher_seed: int = 0
     overrides: list[str] = Field(default_factory=list)
+    target_fraction: float = Field(0.99, gt=0.0, le=1.0, description="epochs-to-target: the first epoch reaching this fraction of KD's final accuracy")
     groups: list[GroupSpec] = Field(min_length=1)
 
     @field_validator("seeds")

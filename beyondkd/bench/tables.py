@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +27,10 @@ SHAPE_TITLES = {
     "ablation": "bias elimination / rectification ablation (BTKD Table 5 shape)",
     "plugin": "the plug-in over other methods, X vs X + ours (BTKD Table 6 shape)",
     "slkd": "SLKD tables shape (Δ over KD)",
+    "regime": "when the plug-in helps: KD and the plug-in's settings against one teacher regime",
 }
+#: the row whose final accuracy sets the epochs-to-target bar (BTKD Fig. 4: "25 % less training time")
+TARGET_REFERENCE = "KD"
 STAT_KEYS = ("frac_right", "frac_rectified", "frac_rectified_top_is_label", "gamma", "gamma_last")
 
 
@@ -44,10 +47,12 @@ class RunResult:
     last_acc: float
     teacher_acc: float | None
     final_stats: dict[str, float]
+    accuracy_by_epoch: dict[int, float] = field(default_factory=dict)  # 1-based epoch -> val_acc
+    teacher_right_on_train_rows: float | None = None  # the readout measured before training
 
 
 def read_run(run_dir: str | Path, seed: int | None = None) -> RunResult | None:
-    """Read ``metrics.jsonl`` of a run folder; None if it has no evaluated epoch yet."""
+    """Read ``metrics.jsonl`` (and ``summary.json``) of a run folder; None if it has no evaluated epoch yet."""
     history = read_metrics(run_dir)
     evaluated = [r for r in history if "val_acc" in r]
     if not evaluated:
@@ -55,12 +60,22 @@ def read_run(run_dir: str | Path, seed: int | None = None) -> RunResult | None:
     best = max(evaluated, key=lambda r: r["val_acc"])  # first epoch reaching the maximum
     last = history[-1]
     teacher = next((r["teacher_acc"] for r in reversed(history) if r.get("teacher_acc") is not None), None)
+    summary_path = Path(run_dir) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    readout = summary.get("teacher_on_train_rows") or {}
     return RunResult(
-        dir=str(run_dir), seed=seed, finished=(Path(run_dir) / "summary.json").is_file(), epochs=len(history),
+        dir=str(run_dir), seed=seed, finished=summary_path.is_file(), epochs=len(history),
         best_acc=float(best["val_acc"]), best_epoch=int(best["epoch"]) + 1, last_acc=float(evaluated[-1]["val_acc"]),
         teacher_acc=None if teacher is None else float(teacher),
         final_stats={k: float(last[k]) for k in STAT_KEYS if k in last},
+        accuracy_by_epoch={int(r["epoch"]) + 1: float(r["val_acc"]) for r in evaluated},
+        teacher_right_on_train_rows=readout.get("frac_right"),
     )
+
+
+def epochs_to_target(accuracy_by_epoch: dict[int, float], target: float) -> int | None:
+    """The first (1-based) epoch whose validation accuracy reaches ``target``; None if none does."""
+    return next((e for e in sorted(accuracy_by_epoch) if accuracy_by_epoch[e] >= target), None)
 
 
 @dataclass
@@ -87,6 +102,20 @@ def aggregate(values: Sequence[float]) -> Aggregate:
 
 def _delta(value: float | None, baseline: float | None) -> float | None:
     return None if value is None or baseline is None else value - baseline
+
+
+def delta_noise(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """The standard error of a difference of two means, ``sqrt(s_a²/n_a + s_b²/n_b)`` (aggregates as dicts)."""
+    if a.get("std") is None or b.get("std") is None:
+        return None
+    return math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+
+
+def _weights(params: dict[str, Any]) -> str:
+    """``0.1/0.9``: a method's CE and distillation weights, when it has them."""
+    if "ce_weight" in params and "kd_weight" in params:
+        return f"{params['ce_weight']:g}/{params['kd_weight']:g}"
+    return "—"
 
 
 def _results(runs: list[PlannedRun]) -> list[RunResult]:
@@ -123,9 +152,14 @@ def build_table(plan: Plan) -> dict[str, Any]:
         by_label: dict[str, dict[str, Any]] = {}
         for row in g.rows:
             res = _results(row.runs)
+            readouts = [r.teacher_right_on_train_rows for r in res if r.teacher_right_on_train_rows is not None]
             entry = {
                 "label": row.spec.label, "config": row.spec.config, "overrides": row.spec.overrides,
                 "mode": row.runs[0].mode if row.runs else None, "eliminate": row.eliminate, "rectify": row.rectify,
+                "dynamic_gamma": row.dynamic_gamma, "plugin": row.bias_label, "plugin_preset": row.bias_preset,
+                "plugin_settings": None if row.bias is None else row.bias.model_dump(mode="json"),
+                "method": row.method, "params": row.params, "weights": _weights(row.params),
+                "teacher_right_on_train_rows": asdict(aggregate(readouts)),
                 "seeds_planned": [r.seed for r in row.runs], "runs": [asdict(r) for r in res],
                 "best": asdict(aggregate([r.best_acc for r in res])), "last": asdict(aggregate([r.last_acc for r in res])),
                 "best_epoch": asdict(aggregate([r.best_epoch for r in res])),
@@ -134,15 +168,30 @@ def build_table(plan: Plan) -> dict[str, Any]:
             }
             rows.append(entry)
             by_label[row.spec.label] = entry
+        reference = by_label.get(TARGET_REFERENCE)
+        target = None
+        if reference is not None and reference["last"]["mean"] is not None:
+            target = plan.suite.target_fraction * reference["last"]["mean"]
+        for entry, row in zip(rows, g.rows):
+            reached = [epochs_to_target(r.accuracy_by_epoch, target) for r in _results(row.runs)] if target is not None else []
+            entry["epochs_to_target"] = asdict(aggregate([e for e in reached if e is not None]))
+            entry["epochs_to_target"]["reached"] = sum(e is not None for e in reached)
         for entry in rows:
             base = [by_label[b] for b in entry["baseline"] if b in by_label]
             ours = [b["best"]["mean"] for b in base if b["best"]["mean"] is not None]
             entry["delta_best"] = _delta(entry["best"]["mean"], max(ours) if ours else None)
+            best_base = max((b for b in base if b["best"]["mean"] is not None), key=lambda b: b["best"]["mean"], default=None)
+            entry["delta_best_noise"] = delta_noise(entry["best"], best_base["best"]) if best_base else None
             lasts = [b["last"]["mean"] for b in base if b["last"]["mean"] is not None]
             entry["delta_last"] = _delta(entry["last"]["mean"], max(lasts) if lasts else None)
             papers = [b["paper"]["acc"] for b in base if b["paper"]]
             entry["paper_delta"] = _delta(entry["paper"]["acc"] if entry["paper"] else None, max(papers) if papers else None)
-        groups.append({"name": g.spec.name, "teacher": teacher, "rows": rows,
+        all_readouts = [r.teacher_right_on_train_rows for row in g.rows for r in _results(row.runs)
+                        if r.teacher_right_on_train_rows is not None]
+        groups.append({"name": g.spec.name, "description": g.spec.description, "teacher": teacher, "rows": rows,
+                       "teacher_right_on_train_rows": asdict(aggregate(all_readouts)),
+                       "target": None if target is None else {"fraction": plan.suite.target_fraction, "reference": TARGET_REFERENCE,
+                                                              "accuracy": target},
                        "skipped": [{"label": l, "why": w} for l, w in g.skipped]})
     return {
         "suite": suite.name, "description": suite.description, "table": suite.table, "source": suite.source,
@@ -165,40 +214,83 @@ def _check(flag: bool | None) -> str:
     return "✓" if flag else "✗"
 
 
+def _to_target(entry: dict[str, Any]) -> str:
+    e = entry.get("epochs_to_target") or {}
+    planned = entry["best"]["n"]
+    if not planned:
+        return "—"
+    reached = e.get("reached", 0)
+    text = _agg({k: e[k] for k in ("mean", "std", "n")}) if reached else "never"
+    return text if reached == planned else f"{text} ({reached}/{planned})"
+
+
+def _pct(agg: dict[str, Any]) -> str:
+    return "—" if agg.get("mean") is None else f"{100 * agg['mean']:.1f} %"
+
+
 def render_markdown(table: dict[str, Any]) -> str:
     """Markdown tables, one per group, with a header saying what every column is."""
     shape = table["table"]
-    ablation = shape == "ablation"
+    ablation, regime = shape == "ablation", shape == "regime"
     lines = [f"## {table['suite']}: {SHAPE_TITLES.get(shape, shape)}", ""]
     if table.get("description"):
         lines += [table["description"], ""]
+    target = next((g["target"] for g in table["groups"] if g.get("target")), None)
     lines += [
         f"Validation top-1 accuracy (%) over seeds {', '.join(map(str, table['seeds']))}: mean ± sample std of each seed's "
-        "best epoch and of its last epoch; *seeds* counts finished runs. Δ: best-epoch mean minus the baseline's "
-        "(the best of several baselines). *paper*: the number the paper prints; *paper Δ*: the same difference in the paper."
-        + (f" Paper numbers: {table['source']}." if table.get("source") else ""),
+        "best epoch and of its last epoch; *seeds* counts finished runs. *plug-in*: the bias plug-in's resolved settings "
+        "(a preset name, or `custom` with the fields that differ from the preset it started from). "
+        "Δ: best-epoch mean minus the baseline's (the best of several baselines)"
+        + ("; ±σ: the standard error of that difference, √(s²/n + s_b²/n_b)" if regime else "")
+        + "." + ("" if regime else " *paper*: the number the paper prints; *paper Δ*: the same difference in the paper.")
+        + (f" Paper numbers: {table['source']}." if table.get("source") and not regime else "")
+        + (f" *to {100 * target['fraction']:g} %*: epochs until a run first reaches {100 * target['fraction']:g} % of "
+           f"{target['reference']}'s final (last-epoch) mean accuracy, mean over the seeds that reach it (BTKD Fig. 4's "
+           "training-time claim)." if target else ""),
         "",
     ]
-    head = ["method"] + (["elimination", "rectification"] if ablation else []) + ["best", "last", "seeds", "Δ", "vs", "paper", "paper Δ"]
     for g in table["groups"]:
-        lines += [f"### {g['name']}", "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+        has_target = g.get("target") is not None
+        head = ["method", "plug-in"] + (["elimination", "rectification"] if ablation else []) + (["CE/KD"] if regime else [])
+        head += ["best", "last", "seeds", "Δ"] + (["±σ", "Δ last"] if regime else ["vs", "paper", "paper Δ"])
+        head += [f"to {100 * g['target']['fraction']:g} %"] if has_target else []
+        lines += [f"### {g['name']}", ""]
+        if g.get("description"):
+            lines += [g["description"], ""]
+        lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
         t = g["teacher"]
         if t is not None:
-            cells = ["teacher"] + (["—", "—"] if ablation else []) + [
-                _agg(t["best"]), _agg(t["last"]), str(t["best"]["n"]) if t["runs"] else "ckpt", "—", "—",
-                _num(t["paper"]["acc"]) if t["paper"] else "—", "—"]
+            cells = ["teacher", "—"] + (["—", "—"] if ablation else []) + (["—"] if regime else []) + [
+                _agg(t["best"]), _agg(t["last"]), str(t["best"]["n"]) if t["runs"] else "ckpt", "—"]
+            cells += ["—", "—"] if regime else ["—", _num(t["paper"]["acc"]) if t["paper"] else "—", "—"]
+            cells += ["—"] if has_target else []
             lines.append("| " + " | ".join(cells) + " |")
         for r in g["rows"]:
-            cells = [r["label"]] + ([_check(r["eliminate"]), _check(r["rectify"])] if ablation else []) + [
-                _agg(r["best"]), _agg(r["last"]), f"{r['best']['n']}/{len(r['seeds_planned'])}",
-                _num(r["delta_best"], signed=True), " / ".join(r["baseline"]) or "—",
-                _num(r["paper"]["acc"]) if r["paper"] else "—", _num(r["paper_delta"], signed=True)]
+            cells = [r["label"], r.get("plugin") or "—"] + ([_check(r["eliminate"]), _check(r["rectify"])] if ablation else [])
+            cells += [r.get("weights", "—")] if regime else []
+            cells += [_agg(r["best"]), _agg(r["last"]), f"{r['best']['n']}/{len(r['seeds_planned'])}", _num(r["delta_best"], signed=True)]
+            if regime:
+                cells += [_num(r.get("delta_best_noise")), _num(r["delta_last"], signed=True)]
+            else:
+                cells += [" / ".join(r["baseline"]) or "—", _num(r["paper"]["acc"]) if r["paper"] else "—",
+                          _num(r["paper_delta"], signed=True)]
+            cells += [_to_target(r)] if has_target else []
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         if t is not None:
             m = t.get("teacher_acc_measured_by_students") or {}
             seen = f" Its accuracy measured by the student runs: {_agg(m)}." if m.get("n") and t["runs"] else ""
-            lines.append(f"Teacher: {t['how']}.{seen}")
+            readout = g.get("teacher_right_on_train_rows") or {}
+            rows_line = (f" Right on {_pct(readout)} of the student's training rows (measured before training, "
+                         f"{readout['n']} runs)." if readout.get("n") else "")
+            lines.append(f"Teacher: {t['how']}.{seen}{rows_line}")
+        if regime:
+            bases = sorted({b for r in g["rows"] for b in r["baseline"]})
+            if bases:
+                lines.append(f"Δ of each row is against the row named in its config as baseline ({', '.join(bases)}).")
+        if has_target:
+            lines.append(f"Target: {100 * g['target']['fraction']:g} % of {g['target']['reference']}'s final mean accuracy = "
+                         f"{g['target']['accuracy']:.2f} %.")
         for s in g["skipped"]:
             lines.append(f"Not run: {s['label']} ({s['why']}).")
         sources = sorted({r["paper"]["source"] for r in g["rows"] if r["paper"]} | ({t["paper"]["source"]} if t and t["paper"] else set()))

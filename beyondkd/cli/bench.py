@@ -54,7 +54,7 @@ def _bench(args: argparse.Namespace) -> int:
     failures = []
     if not args.tables_only:
         print(describe_plan(plan), flush=True)
-        failures = execute_plan(plan, log=lambda line: print(line, flush=True))
+        failures = execute_plan(plan, log=lambda line: print(line, flush=True), jobs=args.jobs)
     from beyondkd.bench.report import suite_curves
 
     table, md, js = write_table(plan)
@@ -80,5 +80,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", help="folder of the suite's runs and tables (default runs/bench/<suite>)")
     p.add_argument("--dry-run", action="store_true", help="validate every config and print the planned runs; train nothing")
     p.add_argument("--tables-only", action="store_true", help="train nothing; build the tables from the runs already there")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="student runs trained at once, each in its own process (default 1)")
     p.set_defaults(func=_bench)
     p.__class__ = _IntermixedParser

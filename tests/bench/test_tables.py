@@ -95,9 +95,15 @@ def test_table_from_run_dirs(tmp_path):
     assert (r_ours["eliminate"], r_ours["rectify"]) == (True, False)
     # teacher as measured by the student runs
     assert g["teacher"]["best"]["mean"] == pytest.approx(85.0)
+    # the plug-in column names the resolved preset
+    assert (r_kd["plugin"], r_ours["plugin"]) == (None, "eliminate-only")
+    # epochs to 99 % of KD's final mean (79.67 -> 78.87): KD seeds reach it at epochs 2, 2, 1; ours at 1, 1
+    assert g["target"]["accuracy"] == pytest.approx(0.99 * statistics.fmean([79, 82, 78]))
+    assert r_kd["epochs_to_target"]["mean"] == pytest.approx(5 / 3) and r_kd["epochs_to_target"]["reached"] == 3
+    assert r_ours["epochs_to_target"]["mean"] == pytest.approx(1.0) and r_ours["epochs_to_target"]["reached"] == 2
     md = render_markdown(table)
-    assert "| KD | ✗ | ✗ | 81.00 ± 1.00 | 79.67 ± 2.08 | 3/3 | — | — | 70.00 | — |" in md
-    assert "| KD + BTKD | ✓ | ✗ | 85.00 ± 1.41 | 84.25 ± 1.06 | 2/3 | +4.00 | KD | 75.50 | +5.50 |" in md
+    assert "| KD | — | ✗ | ✗ | 81.00 ± 1.00 | 79.67 ± 2.08 | 3/3 | — | — | 70.00 | — | 1.67 ± 0.58 |" in md
+    assert "| KD + BTKD | eliminate-only | ✓ | ✗ | 85.00 ± 1.41 | 84.25 ± 1.06 | 2/3 | +4.00 | KD | 75.50 | +5.50 | 1.00 ± 0.00 |" in md
     _, md_path, json_path = write_table(plan)
     assert md_path.read_text() == md and json_path.is_file()
 
@@ -127,5 +133,5 @@ def test_tables_only_reads_existing_run_dirs(tmp_path, capsys):
             write_run(run.output_dir, [v + shift for v in vals], config=run.config.model_dump(mode="json"))
     assert main(["bench", str(suite_file), "--tables-only", "--seeds", "0,1", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "| KD + BTKD | ✓ | ✗ | 75.00 ± 1.41 | 74.00 ± 1.41 | 2/2 | +2.00 | KD | 75.50 | +5.50 |" in out
+    assert "| KD + BTKD | eliminate-only | ✓ | ✗ | 75.00 ± 1.41 | 74.00 ± 1.41 | 2/2 | +2.00 | KD | 75.50 | +5.50 | 1.00 ± 0.00 |" in out
     assert (tmp_path / "out" / "pair" / "accuracy.png").is_file()
