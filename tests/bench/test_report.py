@@ -75,3 +75,21 @@ def test_rectified_share():
     assert rectified_top_is_label_share({"rows_rectified": 10, "rows_rectified_top_is_label": 9}) == 0.9
     assert rectified_top_is_label_share({"rows_rectified": 0, "rows_rectified_top_is_label": 0}) is None
     assert rectified_top_is_label_share({}) is None
+
+
+def test_report_prints_epochs_to_target_against_the_plain_kd_run(tmp_path):
+    kd = write_run(tmp_path / "kd" / "seed0", [60.0, 70.0, 72.0, 71.0])  # final 71 -> target 99 % = 70.29
+    ours = write_run(tmp_path / "ours" / "seed0", [61.0, 71.0, 74.0, 75.0])
+    slow = write_run(tmp_path / "slow" / "seed0", [55.0, 65.0, 68.0, 69.0])
+    summary = make_report([kd, ours, slow], tmp_path / "r")
+    assert summary["target"]["reference"] == "kd/seed0"
+    assert summary["target"]["accuracy"] == pytest.approx(0.99 * 71.0)
+    assert [e["epochs_to_target"] for e in summary["runs"]] == [3, 2, None]
+    assert "| ours/seed0 | 4 | 75.00 (4) | 75.00 | 95.0% | 5.0% | 2 |" in summary["markdown"]
+    # another reference and fraction
+    summary = make_report([kd, ours, slow], tmp_path / "r2", target_fraction=0.9, reference="slow/seed0")
+    assert [e["epochs_to_target"] for e in summary["runs"]] == [2, 2, 2]  # 90 % of 69 = 62.1
+    with pytest.raises(BeyondKDError, match="--reference 'nope' is not one of the runs"):
+        make_report([kd, ours], tmp_path / "r3", reference="nope")
+    with pytest.raises(BeyondKDError, match="--target-fraction"):
+        make_report([kd], tmp_path / "r4", target_fraction=1.5)
