@@ -79,3 +79,39 @@ def plot_bias_statistics(runs: Mapping[str, History], path: str | Path, title: s
     axes[3].legend(fontsize=6)
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def plot_gain_vs_wrong_rows(comparisons: Sequence[Any], path: str | Path,
+                            title: str = "The plug-in's gain over KD against the teacher's wrong rows") -> Path:
+    """One panel per CE/KD weighting: Δ best accuracy over KD (± 2σ) against the fraction of the
+    student's training rows the teacher gets wrong, one series per plug-in setting.
+
+    Args:
+        comparisons: :class:`beyondkd.bench.evidence.Comparison` items (``teacher_wrong`` set).
+        path: the PNG to write.
+    """
+    plt = _pyplot()
+    weights = sorted({c.weights for c in comparisons})
+    settings = list(dict.fromkeys(c.setting for c in comparisons))
+    fig, axes = plt.subplots(1, max(len(weights), 1), figsize=(6.2 * max(len(weights), 1), 4.8), dpi=120, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^vP*Xh<>"
+    for ax, w in zip(axes[0], weights):
+        for i, setting in enumerate(settings):
+            pts = sorted((100 * c.teacher_wrong, c.delta, 2 * (c.noise or 0.0)) for c in comparisons
+                         if c.weights == w and c.setting == setting and c.teacher_wrong is not None)
+            if not pts:
+                continue
+            xs, ys, err = zip(*pts)
+            # a small horizontal offset per setting keeps the error bars apart
+            shift = (i - (len(settings) - 1) / 2) * 0.12
+            ax.errorbar([x + shift for x in xs], ys, yerr=err, marker=markers[i % len(markers)], markersize=4,
+                        linewidth=1, capsize=2, color=colors[i % len(colors)], label=setting)
+        ax.axhline(0.0, color="black", linewidth=1)
+        ax.set_xlabel("teacher wrong on the student's training rows (%)")
+        ax.set_ylabel("best accuracy − KD's (points, ± 2σ)")
+        ax.set_title(f"CE/KD weights {w}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+    fig.suptitle(title)
+    return save_figure(fig, path)
