@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from beyondkd.bench.runner import check_recorded_config, missing_configs, plan_suite
+from beyondkd.bench.runner import check_recorded_config, config_exists, missing_configs, plan_suite
 from beyondkd.bench.suite import load_suite, parse_suite, slug, suite_names
 from beyondkd.cli.main import main
 from beyondkd.config import load_config
@@ -127,3 +127,34 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for name in suite_names():
         assert name in out
+
+
+def _plugin_rows():
+    """(suite, group, label, resolved preset name) of every packaged row that runs the bias plug-in."""
+    from beyondkd.bias.config import describe_bias, resolve_bias
+
+    for name in suite_names():
+        suite = load_suite(name)
+        for g in suite.groups:
+            for row in g.rows:
+                if not config_exists(row.config):
+                    continue
+                cfg = load_config(row.config, list(suite.overrides) + row.overrides)
+                resolved = resolve_bias(cfg.method.bias)
+                if resolved is not None:
+                    yield name, g.name, row.label, describe_bias(*resolved).name
+
+
+def test_plugin_rows_are_named_by_the_preset_they_run():
+    from beyondkd.bias.config import default_bias_preset
+
+    rows = list(_plugin_rows())
+    assert rows
+    for suite, group, label, resolved in rows:
+        where = f"{suite} / {group} / {label}"
+        if "default" in label:  # "our default" must name the preset, and be it
+            assert f"({default_bias_preset()}, our default)" in label and resolved == default_bias_preset(), where
+        if label.startswith("Ours") or " + Ours" in label:  # the paper's method beside the paper's number
+            assert resolved == "paper", where
+        if "preset" in label:
+            assert resolved in label, where
