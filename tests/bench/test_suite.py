@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from beyondkd.bench.runner import check_recorded_config, config_exists, missing_configs, plan_suite
+from beyondkd.bench.runner import (
+    check_recorded_config, config_exists, detection_entry, is_detection_config, missing_configs, plan_suite,
+)
 from beyondkd.bench.suite import load_suite, parse_suite, slug, suite_names
 from beyondkd.cli.main import main
 from beyondkd.config import load_config
@@ -110,7 +112,8 @@ PAPER_SUITES = [n for n in suite_names() if not n.startswith("fmnist")]
 
 
 def test_paper_suites_exist():
-    assert {"btkd-table1-cifar100", "btkd-table1-cifar10", "btkd-table5", "btkd-table6", "slkd-table2", "slkd-table4"} <= set(PAPER_SUITES)
+    assert {"btkd-table1-cifar100", "btkd-table1-cifar10", "btkd-table2", "btkd-table3", "btkd-table4", "btkd-table5",
+            "btkd-table6", "slkd-table2", "slkd-table3", "slkd-table4", "slkd-table5", "slkd-table6"} <= set(PAPER_SUITES)
 
 
 @pytest.mark.parametrize("name", PAPER_SUITES)
@@ -139,7 +142,8 @@ def _plugin_rows():
             for row in g.rows:
                 if not config_exists(row.config):
                     continue
-                cfg = load_config(row.config, list(suite.overrides) + row.overrides)
+                load = detection_entry()[0] if is_detection_config(row.config) else load_config
+                cfg = load(row.config, list(suite.overrides) + row.overrides)
                 resolved = resolve_bias(cfg.method.bias)
                 if resolved is not None:
                     yield name, g.name, row.label, describe_bias(*resolved).name
