@@ -40,6 +40,9 @@ METHODS: dict[str, tuple[str, str]] = {
 EXTRA = {
     "slkd_sl_teacher_only": ("slkd.yaml", "SLKD with the teacher -> student term off (SLKD Table 4, 'SL-T' row)",
                              "method:\n  params: {lambda_ts: 0.0}\n"),
+    "slkd_sequential": ("slkd.yaml", "sequential SLKD (SLKD*, SLKD Tables 5-6): the SL-teachers learn from the teacher for 240 "
+                        "epochs, then the student learns from both for 240 epochs (each phase with its own schedule)",
+                        "method:\n  params: {mode: sequential, sl_epochs: 240}\ntrain:\n  epochs: 480\n"),
 }
 SMALL_LR = ("mobilenet", "shufflenet")
 

@@ -10,6 +10,9 @@ Layout under the output folder (default ``runs/bench/<suite>``)::
 A run folder with ``summary.json`` is finished and is reused; one with only ``last.pt`` is
 resumed. A folder whose recorded ``config.yaml`` differs from the planned config is an error
 (never silently mixed into a table).
+
+Rows whose config is a detection config (BTKD Table 4) are trained by the detection trainer;
+:func:`detection_entry` is the only place the bench reaches into :mod:`beyondkd.detection`.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any, Callable, Literal
 
 import yaml
 
+from beyondkd.bench.labels import label_contradictions
 from beyondkd.bench.suite import GroupSpec, RowSpec, Suite, TeacherSpec, slug
 from beyondkd.bias.config import BiasConfig, describe_bias
-from beyondkd.config import RunConfig, load_config, resolve_config_path
+from beyondkd.config import RunConfig, load_config, read_yaml, resolve_config_path
 from beyondkd.errors import BeyondKDError, ConfigError
 
 Mode = Literal["train-teacher", "distill"]
@@ -34,6 +38,8 @@ Status = Literal["done", "resume", "new"]
 VOLATILE_KEYS = frozenset({
     "train.progress_bar", "train.device", "train.cache_dir", "train.log_every", "train.threads", "train.teacher_readout_rows",
     "data.num_workers", "data.root", "data.download", "name",
+    # detection runs: where COCO lies
+    "data.train_images", "data.train_annotations", "data.val_images", "data.val_annotations",
 })
 
 
@@ -47,7 +53,7 @@ class PlannedRun:
     config_path: str
     overrides: list[str]
     mode: Mode
-    config: RunConfig
+    config: Any  # a RunConfig, or a detection run's config (:func:`detection_entry`)
     output_dir: Path
 
     def status(self) -> Status:
@@ -135,7 +141,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_recorded_config(run_dir: Path, config: RunConfig) -> None:
+def check_recorded_config(run_dir: Path, config: Any) -> None:
     """Raise if ``run_dir/config.yaml`` records a different run than ``config``.
 
     Both sides are *resolved* configs (method parameters and plug-in settings written out, see
@@ -149,7 +155,9 @@ def check_recorded_config(run_dir: Path, config: RunConfig) -> None:
         return
     mode: Mode = "train-teacher" if config.model is not None else "distill"
     recorded = _flatten(yaml.safe_load(path.read_text()) or {})
-    planned = _flatten(yaml.safe_load(yaml.safe_dump(resolved_config(config, mode).model_dump(mode="json"))))
+    # a detection run records its config as given (it has no resolved form yet)
+    planned_config = resolved_config(config, mode) if isinstance(config, RunConfig) else config
+    planned = _flatten(yaml.safe_load(yaml.safe_dump(planned_config.model_dump(mode="json"))))
     for key in sorted(set(recorded) | set(planned)):
         if key in VOLATILE_KEYS or any(key.startswith(v + ".") for v in VOLATILE_KEYS):
             continue
@@ -188,7 +196,7 @@ class Resolved:
     bias_preset: str | None
 
 
-def _validate_deep(cfg: RunConfig, where: str) -> Resolved:
+def _validate_deep(cfg: Any, where: str) -> Resolved:
     """Check what ``load_config`` does not: model, dataset, method and bias names and params."""
     from beyondkd.data.registry import get_dataset_spec
     from beyondkd.distillers.registry import get_distiller_class, validate_params
@@ -196,22 +204,57 @@ def _validate_deep(cfg: RunConfig, where: str) -> Resolved:
     from beyondkd.models.registry import get_spec
 
     try:
-        get_dataset_spec(cfg.data.name)
-        for net in (cfg.model, cfg.student, cfg.teacher):
-            if net is not None:
-                get_spec(net.name)
-        method = cfg.method.name or ("vanilla" if cfg.model is not None else "kd")
-        params = validate_params(get_distiller_class(method), cfg.method.params).model_dump(mode="json")
+        if isinstance(cfg, RunConfig):
+            get_dataset_spec(cfg.data.name)
+            for net in (cfg.model, cfg.student, cfg.teacher):
+                if net is not None:
+                    get_spec(net.name)
+            method = cfg.method.name or ("vanilla" if cfg.model is not None else "kd")
+            params = validate_params(get_distiller_class(method), cfg.method.params).model_dump(mode="json")
+        else:  # a detection config is validated by its own model
+            method, params = "detection", cfg.method.model_dump(mode="json", exclude={"bias"})
         bias = parse_bias_with_preset(cfg.method.bias)
     except BeyondKDError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return Resolved(method, params, None if bias is None else bias[0], None if bias is None else bias[1])
 
 
-def _load(path: str, overrides: list[str], where: str) -> RunConfig:
+def is_detection_config(path: str) -> bool:
+    """True when the config at ``path`` describes a detector (its networks name a ``backbone``)."""
+    raw = read_yaml(resolve_config_path(path))
+    return any(isinstance(raw.get(k), dict) and "backbone" in raw[k] for k in ("model", "student", "teacher"))
+
+
+def detection_entry() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(load_config, train)`` of the detection package, the bench's only way into it.
+
+    ``load_config(path, overrides)`` is :func:`beyondkd.detection.config.load_detection_config`
+    and ``train(config, mode, resume=...)`` is :func:`beyondkd.detection.trainer.train_detection`,
+    the entry points of ``beyondkd detect``. When the detection loop moves into the engine's
+    Trainer (issue 13), re-point this function.
+    """
+    from beyondkd.detection.config import load_detection_config
+    from beyondkd.detection.trainer import train_detection
+
+    return load_detection_config, train_detection
+
+
+def detection_summary(run_dir: Path) -> dict[str, Any]:
+    """A finished detection run in the units of the tables: box AP (%) of the best and last evaluation."""
+    from beyondkd.bench.tables import read_run
+
+    res = read_run(run_dir)
+    if res is None:
+        raise BeyondKDError(f"{run_dir} holds no evaluated epoch of a detection run: delete that folder to train it again")
+    return {"best_acc": res.best_acc, "best_epoch": res.best_epoch, "last_acc": res.last_acc}
+
+
+def _load(path: str, overrides: list[str], where: str) -> Any:
     if not config_exists(path):
         raise ConfigError(f"{where} references config '{path}', which does not exist on this install (beyondkd configs lists them)")
     try:
+        if is_detection_config(path):
+            return detection_entry()[0](path, overrides)
         return load_config(path, overrides)
     except BeyondKDError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -269,13 +312,16 @@ def plan_suite(suite: Suite, out: str | Path | None = None, seeds: list[int] | N
                 mode: Mode = "train-teacher" if cfg.model is not None else "distill"
                 if mode == "distill" and teacher_ckpt is not None:
                     over = over + [f"teacher.checkpoint={teacher_ckpt}"]
-                    if teacher_run is not None and teacher_run.config.model is not None:
+                    if teacher_run is not None and isinstance(teacher_run.config, RunConfig) and teacher_run.config.model is not None:
                         # the suite trains this teacher, so it knows its architecture
                         over.append(f"teacher.name={teacher_run.config.model.name}")
                     cfg = _load(r.config, over, where)
                 resolved = _validate_deep(cfg, where)
                 runs.append(PlannedRun(g.name, r.label, seed, r.config, over, mode, cfg, rdir))
             assert resolved is not None
+            problems = label_contradictions(r.label, resolved.bias, resolved.bias_preset)
+            if problems:
+                raise ConfigError(f"{where}: {problems[0]}: rename the row or fix its overrides")
             rows.append(PlannedRow(r, runs, resolved.method, resolved.params, resolved.bias, resolved.bias_preset))
         groups.append(PlannedGroup(g, teacher_run, teacher_ckpt, rows, skipped))
     return Plan(suite, out_dir, all_seeds or list(forced or suite.seeds), groups, common)
@@ -309,10 +355,14 @@ def execute_run(run: PlannedRun, cache_dir: Path) -> dict[str, Any]:
     from beyondkd.engine.build import run_training
 
     status = run.status()
+    detection = not isinstance(run.config, RunConfig)
     if status == "done":
         import json
 
-        return json.loads((run.output_dir / "summary.json").read_text())
+        return detection_summary(run.output_dir) if detection else json.loads((run.output_dir / "summary.json").read_text())
+    if detection:
+        detection_entry()[1](run.config, run.mode, resume=status == "resume")
+        return detection_summary(run.output_dir)
     result = run_training(run.config, run.mode, resume=status == "resume", cache_dir=cache_dir)
     return result.summary
 

@@ -4,7 +4,7 @@ A suite file (``beyondkd/configs/bench/<name>.yaml``, or any path) holds::
 
     name: fmnist-cpu
     description: what it measures and on what budget
-    table: ablation            # table1 | ablation | plugin | slkd | regime: the shape of the printed table
+    table: ablation            # table1 | ablation | plugin | slkd | imagenet | detection | regime: the table's shape
     source: BTKD Table 5       # where the paper numbers come from (optional)
     seeds: [0, 1, 2]           # default seeds (``--seeds`` replaces them)
     overrides: [train.epochs=3]   # applied to every run of the suite, teachers included
@@ -24,7 +24,8 @@ A suite file (``beyondkd/configs/bench/<name>.yaml``, or any path) holds::
             seeds: [0, 1, 2, 3, 4] # optional: this row's own seeds
 
 A row's config that holds a ``model:`` section is trained on labels (``train-teacher``); one
-with ``student:`` is distilled. ``optional: true`` lets a row be dropped, with a note, when its
+with ``student:`` is distilled. A detection config (its networks name a ``backbone``,
+``configs/detection/``) is trained by the detection trainer (``beyondkd detect``). ``optional: true`` lets a row be dropped, with a note, when its
 config is not installed (methods that other packages add). Every mistake in a suite is one line.
 """
 
@@ -40,13 +41,20 @@ from beyondkd.config import PACKAGE_CONFIGS, StrictSection, parse_yaml_file, val
 from beyondkd.errors import ConfigError, suggest
 
 SUITES_DIR = PACKAGE_CONFIGS / "bench"
-TableShape = Literal["table1", "ablation", "plugin", "slkd", "regime"]
+TableShape = Literal["table1", "ablation", "plugin", "slkd", "imagenet", "detection", "regime"]
 
 
 class PaperNumber(StrictSection):
-    """A number printed in a paper, with the table it comes from."""
+    """The numbers a paper prints for a row, with the table they come from.
+
+    ``acc`` is the table's main number: top-1 accuracy (%), or box AP (%) in a detection table;
+    ``top5`` (ImageNet tables), ``ap50`` and ``ap75`` (detection) are the extra columns.
+    """
 
     acc: float = Field(ge=0.0, le=100.0)
+    top5: float | None = Field(None, ge=0.0, le=100.0)
+    ap50: float | None = Field(None, ge=0.0, le=100.0)
+    ap75: float | None = Field(None, ge=0.0, le=100.0)
     source: str
 
 

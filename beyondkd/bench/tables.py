@@ -7,7 +7,9 @@ the suite trained, or else the teacher accuracy the student runs measured.
 
 Shapes: ``table1`` (BTKD Table 1: teacher, student, methods, ours), ``ablation`` (BTKD Table 5:
 adds the elimination / rectification columns, read from each run's plug-in settings),
-``plugin`` (BTKD Table 6: X and X + ours, Δ = X + ours − X), ``slkd`` (SLKD Tables 2/4).
+``plugin`` (BTKD Table 6: X and X + ours, Δ = X + ours − X), ``slkd`` (SLKD Tables 2–6),
+``imagenet`` (BTKD Tables 2–3: ``table1`` plus top-5) and ``detection`` (BTKD Table 4: box AP,
+AP50 and AP75 of detection runs, in percent).
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ SHAPE_TITLES = {
     "plugin": "the plug-in over other methods, X vs X + ours (BTKD Table 6 shape)",
     "slkd": "SLKD tables shape (Δ over KD)",
     "regime": "when the plug-in helps: KD and the plug-in's settings against one teacher regime",
+    "imagenet": "methods on ImageNet, top-1 and top-5 (BTKD Tables 2-3 shape)",
+    "detection": "detectors on COCO, box AP (BTKD Table 4 shape)",
+}
+#: columns a shape adds after best/last: (header, RunResult.at_best key, PaperNumber field)
+EXTRA_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+    "imagenet": [("top-5", "val_top5", "top5")],
+    "detection": [("AP50", "AP50", "ap50"), ("AP75", "AP75", "ap75")],
 }
 #: the row whose final accuracy sets the epochs-to-target bar (BTKD Fig. 4: "25 % less training time")
 TARGET_REFERENCE = "KD"
@@ -47,6 +56,7 @@ class RunResult:
     last_acc: float
     teacher_acc: float | None
     final_stats: dict[str, float]
+    at_best: dict[str, float] = field(default_factory=dict)  # other metrics of the best epoch (%)
     accuracy_by_epoch: dict[int, float] = field(default_factory=dict)  # 1-based epoch -> val_acc
     teacher_right_on_train_rows: float | None = None  # the readout measured before training
 
@@ -54,6 +64,8 @@ class RunResult:
 def read_run(run_dir: str | Path, seed: int | None = None) -> RunResult | None:
     """Read ``metrics.jsonl`` (and ``summary.json``) of a run folder; None if it has no evaluated epoch yet."""
     history = read_metrics(run_dir)
+    if any("AP" in r and "val_acc" not in r for r in history):
+        return read_detection_run(run_dir, history, seed)
     evaluated = [r for r in history if "val_acc" in r]
     if not evaluated:
         return None
@@ -68,8 +80,29 @@ def read_run(run_dir: str | Path, seed: int | None = None) -> RunResult | None:
         best_acc=float(best["val_acc"]), best_epoch=int(best["epoch"]) + 1, last_acc=float(evaluated[-1]["val_acc"]),
         teacher_acc=None if teacher is None else float(teacher),
         final_stats={k: float(last[k]) for k in STAT_KEYS if k in last},
+        at_best={k: float(best[k]) for k in ("val_top5",) if k in best},
         accuracy_by_epoch={int(r["epoch"]) + 1: float(r["val_acc"]) for r in evaluated},
         teacher_right_on_train_rows=readout.get("frac_right"),
+    )
+
+
+def read_detection_run(run_dir: str | Path, history: list[dict[str, Any]], seed: int | None = None) -> RunResult | None:
+    """A detection run (``beyondkd detect``): box AP as the main number, AP50/AP75 of its best epoch, in %.
+
+    Its records count epochs from 1; the teacher's AP is the one ``summary.json`` records.
+    """
+    evaluated = [r for r in history if "AP" in r]
+    if not evaluated:
+        return None
+    best = max(evaluated, key=lambda r: r["AP"])
+    summary = Path(run_dir) / "summary.json"
+    teacher = json.loads(summary.read_text()).get("teacher_AP") if summary.is_file() else None
+    return RunResult(
+        dir=str(run_dir), seed=seed, finished=summary.is_file(), epochs=len(history),
+        best_acc=100.0 * best["AP"], best_epoch=int(best["epoch"]), last_acc=100.0 * evaluated[-1]["AP"],
+        teacher_acc=None if teacher is None else 100.0 * teacher, final_stats={},
+        at_best={k: 100.0 * best[k] for k in ("AP50", "AP75") if k in best},
+        accuracy_by_epoch={int(r["epoch"]): 100.0 * float(r["AP"]) for r in evaluated},
     )
 
 
@@ -127,6 +160,11 @@ def _results(runs: list[PlannedRun]) -> list[RunResult]:
     return out
 
 
+def _at_best(results: list[RunResult], shape: str) -> dict[str, dict[str, Any]]:
+    """Mean ± std over runs of each extra metric of ``shape`` at the runs' best epochs."""
+    return {k: asdict(aggregate([r.at_best[k] for r in results if k in r.at_best])) for _, k, _ in EXTRA_COLUMNS.get(shape, [])}
+
+
 def build_table(plan: Plan) -> dict[str, Any]:
     """The suite's table as a JSON-able mapping (see :func:`render_markdown`)."""
     suite = plan.suite
@@ -139,7 +177,8 @@ def build_table(plan: Plan) -> dict[str, Any]:
             res = _results([g.teacher_run])
             teacher = {"label": "teacher", "how": f"trained by the suite ({g.teacher_run.config_path})",
                        "runs": [asdict(r) for r in res],
-                       "best": asdict(aggregate([r.best_acc for r in res])), "last": asdict(aggregate([r.last_acc for r in res]))}
+                       "best": asdict(aggregate([r.best_acc for r in res])), "last": asdict(aggregate([r.last_acc for r in res])),
+                       "at_best": _at_best(res, suite.table)}
         measured = [res.teacher_acc for row in g.rows for res in _results(row.runs) if res.teacher_acc is not None]
         if teacher is None and (measured or g.spec.teacher is not None):
             # The teacher was given (a checkpoint): its accuracy as every student run measured it.
@@ -163,6 +202,7 @@ def build_table(plan: Plan) -> dict[str, Any]:
                 "seeds_planned": [r.seed for r in row.runs], "runs": [asdict(r) for r in res],
                 "best": asdict(aggregate([r.best_acc for r in res])), "last": asdict(aggregate([r.last_acc for r in res])),
                 "best_epoch": asdict(aggregate([r.best_epoch for r in res])),
+                "at_best": _at_best(res, suite.table),
                 "paper": row.spec.paper.model_dump() if row.spec.paper else None,
                 "baseline": row.spec.baselines,
             }
@@ -228,6 +268,19 @@ def _pct(agg: dict[str, Any]) -> str:
     return "—" if agg.get("mean") is None else f"{100 * agg['mean']:.1f} %"
 
 
+def extra_cells(shape: str, row: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Our cells and the paper's cells of the columns ``shape`` adds (:data:`EXTRA_COLUMNS`) for one row.
+
+    Ours: each metric at each seed's best epoch, mean ± std; the teacher row without runs has none.
+    """
+    ours, paper = [], []
+    for _, key, paper_key in EXTRA_COLUMNS.get(shape, []):
+        agg = (row.get("at_best") or {}).get(key)
+        ours.append(_agg(agg) if agg else "—")
+        paper.append(_num((row.get("paper") or {}).get(paper_key)))
+    return ours, paper
+
+
 def render_markdown(table: dict[str, Any]) -> str:
     """Markdown tables, one per group, with a header saying what every column is."""
     shape = table["table"]
@@ -236,13 +289,16 @@ def render_markdown(table: dict[str, Any]) -> str:
     if table.get("description"):
         lines += [table["description"], ""]
     target = next((g["target"] for g in table["groups"] if g.get("target")), None)
+    metric = "COCO box AP (%, IoU 0.5:0.95)" if shape == "detection" else "Validation top-1 accuracy (%)"
+    extra = EXTRA_COLUMNS.get(shape, [])
     lines += [
-        f"Validation top-1 accuracy (%) over seeds {', '.join(map(str, table['seeds']))}: mean ± sample std of each seed's "
+        f"{metric} over seeds {', '.join(map(str, table['seeds']))}: mean ± sample std of each seed's "
         "best epoch and of its last epoch; *seeds* counts finished runs. *plug-in*: the bias plug-in's resolved settings "
         "(a preset name, or `custom` with the fields that differ from the preset it started from). "
         "Δ: best-epoch mean minus the baseline's (the best of several baselines)"
         + ("; ±σ: the standard error of that difference, √(s²/n + s_b²/n_b)" if regime else "")
         + "." + ("" if regime else " *paper*: the number the paper prints; *paper Δ*: the same difference in the paper.")
+        + (f" {', '.join(h for h, _, _ in extra)}: at each seed's best epoch." if extra else "")
         + (f" Paper numbers: {table['source']}." if table.get("source") and not regime else "")
         + (f" *to {100 * target['fraction']:g} %*: epochs until a run first reaches {100 * target['fraction']:g} % of "
            f"{target['reference']}'s final (last-epoch) mean accuracy, mean over the seeds that reach it (BTKD Fig. 4's "
@@ -252,7 +308,8 @@ def render_markdown(table: dict[str, Any]) -> str:
     for g in table["groups"]:
         has_target = g.get("target") is not None
         head = ["method", "plug-in"] + (["elimination", "rectification"] if ablation else []) + (["CE/KD"] if regime else [])
-        head += ["best", "last", "seeds", "Δ"] + (["±σ", "Δ last"] if regime else ["vs", "paper", "paper Δ"])
+        head += ["best", "last"] + [h for h, _, _ in extra] + ["seeds", "Δ"]
+        head += ["±σ", "Δ last"] if regime else ["vs", "paper"] + [f"paper {h}" for h, _, _ in extra] + ["paper Δ"]
         head += [f"to {100 * g['target']['fraction']:g} %"] if has_target else []
         lines += [f"### {g['name']}", ""]
         if g.get("description"):
@@ -260,20 +317,23 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
         t = g["teacher"]
         if t is not None:
+            ours, paper = extra_cells(shape, t)
             cells = ["teacher", "—"] + (["—", "—"] if ablation else []) + (["—"] if regime else []) + [
-                _agg(t["best"]), _agg(t["last"]), str(t["best"]["n"]) if t["runs"] else "ckpt", "—"]
-            cells += ["—", "—"] if regime else ["—", _num(t["paper"]["acc"]) if t["paper"] else "—", "—"]
+                _agg(t["best"]), _agg(t["last"])] + ours + [str(t["best"]["n"]) if t["runs"] else "ckpt", "—"]
+            cells += ["—", "—"] if regime else ["—", _num(t["paper"]["acc"]) if t["paper"] else "—"] + paper + ["—"]
             cells += ["—"] if has_target else []
             lines.append("| " + " | ".join(cells) + " |")
         for r in g["rows"]:
+            ours, paper = extra_cells(shape, r)
             cells = [r["label"], r.get("plugin") or "—"] + ([_check(r["eliminate"]), _check(r["rectify"])] if ablation else [])
             cells += [r.get("weights", "—")] if regime else []
-            cells += [_agg(r["best"]), _agg(r["last"]), f"{r['best']['n']}/{len(r['seeds_planned'])}", _num(r["delta_best"], signed=True)]
+            cells += [_agg(r["best"]), _agg(r["last"])] + ours + [f"{r['best']['n']}/{len(r['seeds_planned'])}",
+                                                                   _num(r["delta_best"], signed=True)]
             if regime:
                 cells += [_num(r.get("delta_best_noise")), _num(r["delta_last"], signed=True)]
             else:
-                cells += [" / ".join(r["baseline"]) or "—", _num(r["paper"]["acc"]) if r["paper"] else "—",
-                          _num(r["paper_delta"], signed=True)]
+                cells += [" / ".join(r["baseline"]) or "—", _num(r["paper"]["acc"]) if r["paper"] else "—"] + paper + [
+                    _num(r["paper_delta"], signed=True)]
             cells += [_to_target(r)] if has_target else []
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

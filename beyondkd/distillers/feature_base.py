@@ -18,7 +18,11 @@ A :class:`FeatureDistiller`:
    logit term is the plug-in's bias-aware KD (elimination / rectification, weighted by γ),
    added beside the feature term through :meth:`Distiller.logit_distillation` — the way BTKD's
    Table 6 combines its method with feature-based methods. The feature term itself is not
-   split by the plug-in.
+   split by the plug-in; ``params.kd_weight`` without the plug-in gives the same logit term
+   without elimination or rectification ("X + KD", the control of "X + plug-in");
+5. optionally (``params.feature_rows``), per-sample feature terms are restricted to the rows the
+   teacher gets right (the plug-in's elimination mask) or weighted by the teacher's probability
+   of the label. Batch-relational losses (SP, RKD) have no per-row value and refuse the option.
 
 The teacher's features are read on every step, so ``teacher_logits_only = False`` (no cache).
 """
@@ -28,19 +32,25 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import ClassVar
+from typing import Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from beyondkd.bias.mask import teacher_right_mask
 from beyondkd.bias.schedule import Progress
 from beyondkd.data.base import Batch
 from beyondkd.distillers.base import Distiller, DistillerContext, StepOutput
 from beyondkd.errors import ConfigError
 from beyondkd.losses.kd import cross_entropy, kd_kl
 from beyondkd.models.features import FeatureHooks, resolve_feature_point
+
+
+FeatureRows = Literal["all", "right", "label_prob"]
+#: ``loss(student_feats, teacher_feats) -> (N,)``: a method's weighted per-sample feature term
+FeatureLoss = Callable[[list[Tensor], list[Tensor]], Tensor]
 
 
 class FeatureParams(BaseModel):
@@ -54,6 +64,12 @@ class FeatureParams(BaseModel):
         kd_weight: weight of the logit KD term ``T²·KL``; ``None`` = 0 for the method alone and
             0.9 (the field's KD weight) when the BTKD plug-in is on.
         temperature: temperature of the logit term (and of the plug-in's rectification).
+        feature_rows: the rows the feature term learns from: ``all`` (the method as published);
+            ``right``, only the rows whose teacher top-1 is the label (the plug-in's elimination
+            mask, with or without the plug-in: the other rows contribute exactly nothing, and
+            their features never reach the connectors); ``label_prob``, every row weighted by the
+            teacher's probability of its label at ``T = 1`` (detached). Both keep the batch mean
+            (sums divided by the batch size). Only for methods with per-sample feature losses.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,6 +78,7 @@ class FeatureParams(BaseModel):
     ce_weight: float = Field(1.0, ge=0.0)
     kd_weight: float | None = Field(None, ge=0.0)
     temperature: float = Field(4.0, gt=0.0)
+    feature_rows: FeatureRows = "all"
 
 
 def stage_names(model: nn.Module) -> list[str]:
@@ -233,12 +250,19 @@ class FeatureDistiller(Distiller):
     teacher_logits_only: ClassVar[bool] = False
     #: the field's KD weight used for the logit term when the plug-in is on and kd_weight is unset
     PLUGIN_KD_WEIGHT: ClassVar[float] = 0.9
+    #: False for batch-relational losses (a row's value depends on the other rows): no feature_rows
+    per_sample_feature_loss: ClassVar[bool] = True
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: BaseModel, bias, context: DistillerContext) -> None:
         super().__init__(student, teacher, params, bias, context)
         if self.teacher is None:
             raise ConfigError(f"method '{self.name}' needs a teacher: add a 'teacher:' section with a checkpoint")
         p = self.params
+        if p.feature_rows != "all" and not self.per_sample_feature_loss:
+            raise ConfigError(
+                f"method '{self.name}' compares relations between the rows of a batch, so its feature term has no "
+                f"per-row value to select or weight: remove method.params.feature_rows (docs/methods-feature.md)"
+            )
         self.student_points = list(p.student_points) if p.student_points is not None else self.default_points(student, "student")
         self.teacher_points = list(p.teacher_points) if p.teacher_points is not None else self.default_points(self.teacher, "teacher")
         if p.student_points is None and p.teacher_points is None:
@@ -331,6 +355,31 @@ class FeatureDistiller(Distiller):
         return self.logit_distillation(logits, teacher_logits, batch.targets, progress,
                                        partial(kd_kl, temperature=t), t, ce_weight, kd_weight, ce=ce)
 
+    def feature_term(self, loss: FeatureLoss, student_feats: list[Tensor], teacher_feats: list[Tensor],
+                     teacher_logits: Tensor, targets: Tensor) -> Tensor:
+        """The scalar feature term: ``loss`` ``(N,)`` averaged over the batch, over the rows of ``feature_rows``.
+
+        ``right`` computes ``loss`` on the rows the teacher gets right only (so the wrong rows never
+        enter a connector or its batch norm) and divides the sum by the batch size ``N``; when the
+        teacher is wrong on every row the term is ``0 ×`` the loss over all rows, so every
+        connector still gets a (zero) gradient, as multi-GPU gradient averaging needs.
+        ``label_prob`` is ``Σ_i p_i loss_i / N`` with ``p_i = softmax(z_i)[y_i]`` of the teacher.
+        """
+        rows = self.params.feature_rows
+        n = student_feats[0].shape[0]
+        if rows == "all":
+            return loss(student_feats, teacher_feats).mean()
+        if rows == "label_prob":
+            probs = torch.softmax(teacher_logits.detach().float(), dim=1)
+            weight = probs.gather(1, targets.long().view(-1, 1)).squeeze(1)
+            values = loss(student_feats, teacher_feats)
+            return (weight.to(values.dtype) * values).sum() / n
+        keep = teacher_right_mask(teacher_logits, targets).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            return 0.0 * loss(student_feats, teacher_feats).sum()
+        pick = [s.index_select(0, keep) for s in student_feats], [t.index_select(0, keep) for t in teacher_feats]
+        return loss(*pick).sum() / n
+
     # -- the contract ----------------------------------------------------------------------------
     def training_step(self, batch: Batch, progress: Progress) -> StepOutput:
         teacher_logits, t_all = self.teacher_forward_with_features(batch.images, self.teacher_hooks)
@@ -338,7 +387,8 @@ class FeatureDistiller(Distiller):
         s_feats = [self.student_hooks.features[n] for n in self.student_points]
         t_feats = [t_all[n] for n in self.teacher_points]
         self.release_features()
-        feat = self.feature_loss(s_feats, t_feats, progress).mean()
+        feat = self.feature_term(partial(self.feature_loss, progress=progress), s_feats, t_feats,
+                                 teacher_logits, batch.targets)
         loss, terms, stats = self.logit_terms(logits, teacher_logits, batch, progress,
                                               self.params.ce_weight, self.effective_kd_weight())
         terms["feat"] = feat.detach()

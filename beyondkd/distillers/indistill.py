@@ -175,12 +175,13 @@ class InDistill(FeatureDistiller):
             loss, terms, stats = self.logit_terms(logits, teacher_logits, batch, progress,
                                                   self.params.ce_weight, self.effective_kd_weight())
             return StepOutput(loss, logits, terms, stats)
-        _, t_all = self.teacher_forward_with_features(batch.images, self.teacher_hooks)
+        teacher_logits, t_all = self.teacher_forward_with_features(batch.images, self.teacher_hooks)
         logits = self.student(batch.images)
         s_feat = self.student_hooks.features[self.student_points[k]]
         t_feat = t_all[self.teacher_points[k]]
         self.release_features()
-        feat = self.params.feature_weight * self.layer_loss(k, s_feat, t_feat).mean()
+        feat = self.feature_term(lambda s, t: self.params.feature_weight * self.layer_loss(k, s[0], t[0]),
+                                 [s_feat], [t_feat], teacher_logits, batch.targets)
         if self.params.warmup_ce_weight > 0:
             ce = self.params.warmup_ce_weight * cross_entropy(logits, batch.targets).mean()
         else:  # no zero-valued CE graph: deeper layers get no gradient (nor weight decay) in the warm-up

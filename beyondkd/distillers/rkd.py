@@ -28,6 +28,7 @@ class RKDParams(FeatureParams):
 class RKD(FeatureDistiller):
     """Distance-wise and angle-wise relational distillation."""
 
+    per_sample_feature_loss = False  # batch-relational: a row's value depends on the other rows
     Params = RKDParams
     description = "distance + angle relations of pooled embeddings (Park et al. 2019)"
 

@@ -27,6 +27,7 @@ class SPParams(FeatureParams):
 class SP(FeatureDistiller):
     """Similarity-preserving distillation of batch similarity matrices."""
 
+    per_sample_feature_loss = False  # batch-relational: a row's value depends on the other rows
     Params = SPParams
     description = "batch similarity matrices of the last stage (Tung & Mori 2019)"
 

@@ -45,3 +45,19 @@ def test_labels_that_claim_what_the_config_lacks_are_caught(label, preset, field
 
 def test_a_plug_in_label_on_a_row_without_the_plug_in_is_caught():
     assert any("runs without it" in p for p in _problems("KD + BTKD"))
+
+
+def test_the_planner_refuses_a_suite_whose_label_claims_what_the_row_lacks(tmp_path):
+    import yaml
+
+    from beyondkd.bench.runner import plan_suite
+    from beyondkd.bench.suite import parse_suite
+    from beyondkd.errors import ConfigError
+
+    cfg = tmp_path / "kd.yaml"
+    cfg.write_text(yaml.safe_dump({"teacher": {"name": "cnn_small", "checkpoint": "t.pt"}, "student": {"name": "cnn_tiny"},
+                                   "method": {"name": "kd", "bias": {"preset": "eliminate-only"}}}))
+    suite = parse_suite({"name": "t", "groups": [{"name": "g", "rows": [
+        {"label": "KD + EBK + RBK (both)", "config": str(cfg)}]}]})
+    with pytest.raises(ConfigError, match="row 'KD \\+ EBK \\+ RBK \\(both\\)'.*claims rectification.*rename the row"):
+        plan_suite(suite, tmp_path / "out")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from beyondkd.bench.runner import check_recorded_config, missing_configs, plan_suite
+from beyondkd.bench.runner import (
+    check_recorded_config, config_exists, detection_entry, is_detection_config, missing_configs, plan_suite,
+)
 from beyondkd.bench.suite import load_suite, parse_suite, slug, suite_names
 from beyondkd.cli.main import main
 from beyondkd.config import load_config
@@ -110,7 +112,8 @@ PAPER_SUITES = [n for n in suite_names() if not n.startswith("fmnist")]
 
 
 def test_paper_suites_exist():
-    assert {"btkd-table1-cifar100", "btkd-table1-cifar10", "btkd-table5", "btkd-table6", "slkd-table2", "slkd-table4"} <= set(PAPER_SUITES)
+    assert {"btkd-table1-cifar100", "btkd-table1-cifar10", "btkd-table2", "btkd-table3", "btkd-table4", "btkd-table5",
+            "btkd-table6", "slkd-table2", "slkd-table3", "slkd-table4", "slkd-table5", "slkd-table6"} <= set(PAPER_SUITES)
 
 
 @pytest.mark.parametrize("name", PAPER_SUITES)
@@ -127,3 +130,33 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for name in suite_names():
         assert name in out
+
+
+def _all_rows():
+    """(suite, group, label, resolved plug-in settings, their preset) of every packaged row."""
+    from beyondkd.bias.config import resolve_bias
+
+    for name in suite_names():
+        suite = load_suite(name)
+        for g in suite.groups:
+            for row in g.rows:
+                if not config_exists(row.config):
+                    continue
+                load = detection_entry()[0] if is_detection_config(row.config) else load_config
+                cfg = load(row.config, list(suite.overrides) + g.overrides + row.overrides)
+                resolved = resolve_bias(cfg.method.bias)
+                yield name, g.name, row.label, *(resolved if resolved is not None else (None, None))
+
+
+def test_every_packaged_row_label_says_what_its_resolved_config_runs():
+    from beyondkd.bench.labels import label_contradictions
+    from beyondkd.bias.config import describe_bias, default_bias_preset
+
+    rows = list(_all_rows())
+    assert sum(bias is not None for *_, bias, _ in rows) > 50
+    for suite, group, label, bias, preset in rows:
+        where = f"{suite} / {group} / {label}"
+        assert label_contradictions(label, bias, preset) == [], where
+        if bias is not None and "default" in label:  # "our default" must name the preset, and be it
+            assert f"({default_bias_preset()}, our default)" in label, where
+            assert describe_bias(bias, preset).name == default_bias_preset(), where

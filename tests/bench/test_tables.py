@@ -113,7 +113,7 @@ def test_best_of_several_baselines(tmp_path):
     cfg.write_text(yaml.safe_dump({"teacher": {"name": "cnn_small", "checkpoint": "t.pt"}, "student": {"name": "cnn_tiny"}}))
     suite = parse_suite({"name": "t", "seeds": [0], "groups": [{"name": "g", "rows": [
         {"label": "A", "config": str(cfg)}, {"label": "B", "config": str(cfg)},
-        {"label": "Ours", "config": str(cfg), "baseline": ["A", "B"]}]}]})
+        {"label": "C", "config": str(cfg), "baseline": ["A", "B"]}]}]})
     plan = plan_suite(suite, tmp_path / "out")
     for row, acc in zip(plan.groups[0].rows, (70.0, 72.5, 74.0)):
         write_run(row.runs[0].output_dir, [acc])

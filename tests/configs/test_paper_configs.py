@@ -101,6 +101,29 @@ def test_imagenet_recipe():
         assert cfg.train.optimizer.lr / cfg.data.batch_size == pytest.approx(0.1 / 256)
 
 
+#: the methods of BTKD Tables 2-3 (ImageNet), each a config of both ImageNet pairs
+IMAGENET_TABLE_METHODS = ("at", "ofd", "crd", "reviewkd", "indistill", "kd", "dkd", "ctkd", "kd_btkd")
+
+
+def test_imagenet_pairs_have_every_method_of_btkd_tables_2_and_3():
+    for teacher, student in _pairs("imagenet"):
+        folder = PACKAGE_CONFIGS / "imagenet" / f"{teacher}-{student}"
+        assert {p.stem for p in folder.glob("*.yaml")} >= set(IMAGENET_TABLE_METHODS)
+        assert (PACKAGE_CONFIGS / "imagenet" / "teachers" / f"{student}.yaml").is_file()  # the student row (CE)
+        for m in IMAGENET_TABLE_METHODS:
+            cfg = load_config(str(folder / f"{m}.yaml"))
+            assert cfg.train.epochs == 100 and cfg.data.batch_size == 512 and cfg.train.optimizer.lr == 0.2
+
+
+def test_sequential_slkd_configs_train_the_student_as_long_as_parallel_slkd():
+    for ds in ("cifar10", "cifar100"):
+        for teacher, student in _pairs(ds):
+            par = load_config(f"configs/{ds}/{teacher}-{student}/slkd.yaml")
+            seq = load_config(f"configs/{ds}/{teacher}-{student}/slkd_sequential.yaml")
+            assert seq.method.params == {**par.method.params, "mode": "sequential", "sl_epochs": par.train.epochs}
+            assert seq.train.epochs == 2 * par.train.epochs
+
+
 def test_run_names_are_unique():
     names = [load_config(str(p)).name for p in CONFIGS if p.name not in ("pair.yaml", "base.yaml")]
     assert len(names) == len(set(names))

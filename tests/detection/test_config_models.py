@@ -45,9 +45,17 @@ def test_distill_configs_name_the_table4_pairs(pair: str, suffix: str) -> None:
     assert cfg.train.epochs == 12 and cfg.train.milestones == [8, 11]
 
 
+@pytest.mark.parametrize("pair, student", [("r101-r18", "student_r18"), ("r50-mv2", "student_mv2")])
+def test_student_on_labels_configs_train_the_students_of_the_kd_configs(pair: str, student: str) -> None:
+    alone = load_detection_config(f"configs/detection/{student}.yaml")
+    kd = load_detection_config(f"configs/detection/{pair}_kd.yaml")
+    assert alone.model == kd.student and alone.student is None
+    assert alone.train == kd.train and alone.data == kd.data
+
+
 def test_every_packaged_detection_config_validates() -> None:
     files = sorted((PACKAGE_CONFIGS / "detection").glob("*.yaml"))
-    assert len(files) == 9
+    assert len(files) == 11
     for f in files:
         load_detection_config(f)
 
