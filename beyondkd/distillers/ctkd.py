@@ -143,9 +143,14 @@ class _CurriculumTemperatureDistiller(Distiller):
             self.temperature_module = InstanceTemperature(context.num_classes, p.hidden, p.init_temperature, p.t_min, p.t_max)
 
     def current_lambda(self, progress: Progress) -> float:
-        """``λ`` of the cosine curriculum at this epoch (CTKD eq. 8)."""
+        """``λ`` of the cosine curriculum at this epoch (CTKD eq. 8).
+
+        ``n`` is the 1-based epoch number, as in the authors' code (and our DKD and ReviewKD
+        warm-ups): the first epoch has ``λ = λ_min + ½(λ_max − λ_min)(1 − cos(π / E))`` and epoch
+        ``E`` (0-based index ``E − 1``) reaches ``λ_max``.
+        """
         p = self.params
-        return cosine_lambda(progress.epoch, p.cos_epochs, p.lambda_min, p.lambda_max)
+        return cosine_lambda(progress.epoch + 1, p.cos_epochs, p.lambda_min, p.lambda_max)
 
     def distill_at_learned_temperature(
         self,

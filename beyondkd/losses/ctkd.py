@@ -7,8 +7,9 @@ the temperature module and the loss (CTKD eq. 6–7): identity forward, gradient
 
     λ_n = λ_min + ½ (λ_max − λ_min) (1 + cos(π (1 + min(n, E) / E)))
 
-which rises from ``λ_min`` at epoch ``n = 0`` to ``λ_max`` at ``n = E`` (``cos_epochs``) and
-stays there: an easy task (small adversarial strength) first, a harder one later.
+which rises from ``λ_min`` at ``n = 0`` to ``λ_max`` at ``n = E`` (``cos_epochs``) and stays
+there: an easy task (small adversarial strength) first, a harder one later. The distillers pass
+the 1-based epoch number ``n``, as the authors' code does.
 
 The temperature is kept in ``(t_min, t_max)`` by a sigmoid range map of an unconstrained value
 ``θ`` (as the authors' code does with ``t_start + t_end · sigmoid(θ)``):
@@ -51,7 +52,8 @@ def cosine_lambda(epoch: float, cos_epochs: float, lambda_min: float = 0.0, lamb
     """The curriculum's adversarial strength ``λ`` at ``epoch`` (CTKD eq. 8).
 
     Args:
-        epoch: epochs done (0-based; fractions allowed).
+        epoch: the epoch number ``n`` (fractions allowed; the CTKD distillers pass the 1-based
+            epoch, as the authors' code).
         cos_epochs: ``E``, epochs over which ``λ`` rises; ``<= 0`` gives ``λ_max`` at once.
         lambda_min, lambda_max: the range of ``λ``.
 
