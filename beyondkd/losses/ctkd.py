@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor
 
+from beyondkd.losses.precision import full_precision
+
 
 class _GradReverse(torch.autograd.Function):
     """Identity forward; backward multiplies the incoming gradient by ``-λ``."""
@@ -66,10 +68,11 @@ def cosine_lambda(epoch: float, cos_epochs: float, lambda_min: float = 0.0, lamb
     return float(lambda_min + 0.5 * (lambda_max - lambda_min) * (1.0 + math.cos(math.pi * (1.0 + x))))
 
 
+@full_precision
 def bounded_temperature(theta: Tensor, t_min: float, t_max: float) -> Tensor:
     """``T = t_min + (t_max − t_min) · sigmoid(θ)``, clamped to ``[t_min, t_max]`` (never NaN for
     finite ``θ``; ``±inf`` maps to the bounds)."""
-    t = t_min + (t_max - t_min) * torch.sigmoid(theta.float())
+    t = t_min + (t_max - t_min) * torch.sigmoid(theta)
     return t.clamp(t_min, t_max)
 
 
