@@ -3,12 +3,14 @@
 Each subcommand lives in its own module of :mod:`beyondkd.cli` exposing
 ``add_parser(subparsers)``; the parser it adds sets ``func(args) -> int``. A user error
 (:class:`~beyondkd.errors.BeyondKDError`) is printed as one line ``error: ...`` with exit
-status 2, never as a stack trace.
+status 2, never as a stack trace; so is a write refused by the system (a read-only or full
+output folder), with the fix.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
@@ -19,6 +21,25 @@ from beyondkd.errors import BeyondKDError
 
 # Order of subcommands in --help; modules not listed follow alphabetically.
 _ORDER = ("demo", "train", "eval", "info")
+
+_ELSEWHERE = "(--output-dir DIR; teacher-logit cache: --cache-dir DIR)"
+#: errors of a write the user can fix (a read-only or full folder), with the fix
+_WRITE_FIXES = {
+    errno.EACCES: f"make it writable or choose another folder {_ELSEWHERE}",
+    errno.EPERM: f"make it writable or choose another folder {_ELSEWHERE}",
+    errno.EROFS: f"choose a folder on a writable file system {_ELSEWHERE}",
+    errno.ENOSPC: f"free disk space or choose another folder {_ELSEWHERE}; files already saved are intact",
+    errno.EDQUOT: f"free disk space or choose another folder {_ELSEWHERE}; files already saved are intact",
+}
+
+
+def write_error_line(exc: OSError) -> str | None:
+    """The one-line message of a failed write the user can fix, or None for other OS errors."""
+    fix = _WRITE_FIXES.get(exc.errno or -1)
+    if fix is None:
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot write{where}: {exc.strerror or 'permission denied'}: {fix}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BeyondKDError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        line = write_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is intact; continue with --resume", file=sys.stderr)

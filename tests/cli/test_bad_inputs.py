@@ -1,0 +1,57 @@
+"""Bad input and faults a new user meets on the command line: one line naming the fix, exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from beyondkd.cli.main import main
+
+
+def _err(capsys, argv) -> str:
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def _distill(root, teacher, out, *extra) -> list[str]:
+    return ["distill", "-c", "configs/kd.yaml", "-o", str(out), f"data.root={root}", f"teacher.checkpoint={teacher}",
+            "teacher.name=cnn_small", "student.name=cnn_tiny", "data.augment=false", "data.subset=256",
+            "train.epochs=1", "train.progress_bar=false", *extra]
+
+
+@contextmanager
+def read_only_folder(path: Path):
+    """A folder nobody can write into: mode 0555, or for root (who ignores modes) the immutable attribute."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        undo = ["chmod", "755", str(path)]
+    else:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            path.rmdir()
+            pytest.skip("running as root without chattr +i: cannot make a read-only folder")
+        undo = ["chattr", "-i", str(path)]
+    try:
+        yield path
+    finally:
+        subprocess.run(undo, check=True)
+
+
+# --- 5: a read-only output folder ---------------------------------------------------------------
+def test_read_only_output_folder_is_a_one_line_error(capsys, fmnist_slice, slice_teacher, tmp_path):
+    with read_only_folder(tmp_path / "ro") as ro:
+        # a new run inside it: the teacher-logit cache (ro/.cache) is the first write
+        msg = _err(capsys, _distill(fmnist_slice, slice_teacher, ro / "run"))
+        assert "cannot write" in msg and str(ro) in msg and "--output-dir" in msg
+        # the folder itself as the run folder: the cache (next to it) works, the run files cannot
+        msg = _err(capsys, _distill(fmnist_slice, slice_teacher, ro, f"train.cache_dir={tmp_path / 'cache'}"))
+        assert "cannot write" in msg and str(ro) in msg
+        assert sorted(p.name for p in ro.iterdir()) == []
