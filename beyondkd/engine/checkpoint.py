@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from beyondkd.errors import BeyondKDError
+from beyondkd.torch_files import unreadable_reason
 
 CHECKPOINT_VERSION = 1
 
@@ -61,9 +62,8 @@ def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, An
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # noqa: BLE001 - unpickling errors are the file's fault
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        hint = " (if you trust the file, retry with weights_only disabled)" if weights_only else ""
-        raise BeyondKDError(f"cannot read checkpoint {path}: {first}{hint}") from None
+        reason = unreadable_reason(path, exc, weights_only, "weights_only=False (eval: --unsafe-load)")
+        raise BeyondKDError(f"cannot read checkpoint {path}: {reason}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise BeyondKDError(f"{path} is not a beyondkd checkpoint (no 'model' entry)")
     return ckpt

@@ -55,3 +55,50 @@ def test_read_only_output_folder_is_a_one_line_error(capsys, fmnist_slice, slice
         msg = _err(capsys, _distill(fmnist_slice, slice_teacher, ro, f"train.cache_dir={tmp_path / 'cache'}"))
         assert "cannot write" in msg and str(ro) in msg
         assert sorted(p.name for p in ro.iterdir()) == []
+
+
+# --- 6: damaged or foreign checkpoint files -----------------------------------------------------
+def _damaged_files(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, what the message must call it)."""
+    data = good.read_bytes()
+    files = {
+        "truncated": (data[: len(data) // 2], "cut short or damaged"),
+        "zero_bytes": (b"", "empty (0 bytes)"),
+        "garbage": (bytes(range(7, 256)) * 20, "not a PyTorch checkpoint"),
+        "text": (b"epochs: 3\nname: my run\n", "text file"),
+    }
+    out = {}
+    for name, (content, what) in files.items():
+        p = tmp_path / f"{name}.pt"
+        p.write_bytes(content)
+        out[name] = (p, what)
+    return out
+
+
+def test_eval_of_a_damaged_or_text_file_says_what_the_file_is(capsys, fmnist_slice, slice_teacher, tmp_path):
+    for name, (path, what) in _damaged_files(tmp_path, slice_teacher).items():
+        msg = _err(capsys, ["eval", "-k", str(path)])
+        assert str(path) in msg and what in msg, (name, msg)
+        assert "weights_only" not in msg and "unsafe" not in msg, (name, msg)  # it cannot help here
+    # a teacher checkpoint given to distill is read the same way
+    path, what = _damaged_files(tmp_path, slice_teacher)["text"]
+    msg = _err(capsys, _distill(fmnist_slice, path, tmp_path / "run"))
+    assert what in msg
+    # an intact file holding other Python objects is the one case where unsafe loading helps
+    import argparse
+
+    import torch
+
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": {}, "args": argparse.Namespace(lr=0.1)}, pickled)
+    msg = _err(capsys, ["eval", "-k", str(pickled)])
+    assert "Python objects beyond tensors" in msg and "--unsafe-load" in msg
+
+
+def test_resume_from_a_truncated_last_pt_says_it_is_cut_short(capsys, fmnist_slice, slice_teacher, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    data = slice_teacher.read_bytes()
+    (run / "last.pt").write_bytes(data[: len(data) // 3])
+    msg = _err(capsys, _distill(fmnist_slice, slice_teacher, run, "--resume"))
+    assert "last.pt" in msg and "cut short or damaged" in msg and "weights_only" not in msg
