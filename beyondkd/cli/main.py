@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import pkgutil
 import sys
 from typing import Sequence
@@ -67,7 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe surfaces here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # the reader stopped early (`beyondkd configs | head -1`): end quietly with status 1
+        # (as Python's documentation and rich do); stdout goes to /dev/null so the
+        # interpreter's exit flush cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except BeyondKDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -102,3 +102,20 @@ def test_resume_from_a_truncated_last_pt_says_it_is_cut_short(capsys, fmnist_sli
     (run / "last.pt").write_bytes(data[: len(data) // 3])
     msg = _err(capsys, _distill(fmnist_slice, slice_teacher, run, "--resume"))
     assert "last.pt" in msg and "cut short or damaged" in msg and "weights_only" not in msg
+
+
+# --- 7: output piped into a reader that stops early (`beyondkd configs | head -1`) ---------------
+@pytest.mark.parametrize("command", [["configs"], ["methods"]])
+def test_closed_stdout_pipe_ends_quietly(command):
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "beyondkd", *command], stdout=write_end, stderr=subprocess.PIPE, env=env)
+    os.close(write_end)
+    os.close(read_end)  # the reader is gone before the first line is written, as `head` after its line
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+    assert err.strip() == b""
+    assert proc.returncode == 1  # as Python's documentation recommends (and rich does)
