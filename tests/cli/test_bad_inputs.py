@@ -119,3 +119,21 @@ def test_closed_stdout_pipe_ends_quietly(command):
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
     assert err.strip() == b""
     assert proc.returncode == 1  # as Python's documentation recommends (and rich does)
+
+
+# --- 9: overrides placed after an option ----------------------------------------------------------
+def test_overrides_after_an_option_are_applied(capsys, fmnist_slice, slice_teacher, tmp_path):
+    import yaml
+
+    out = tmp_path / "run"
+    argv = ["distill", "-c", "configs/kd.yaml", "train.epochs=1", "-o", str(out), "data.subset=128", "data.val_subset=200",
+            f"data.root={fmnist_slice}", "--cache-dir", str(tmp_path / "cache"), f"teacher.checkpoint={slice_teacher}",
+            "teacher.name=cnn_small", "student.name=cnn_tiny", "data.augment=false", "train.progress_bar=false"]
+    assert main(argv) == 0, capsys.readouterr().err
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 1 and saved["data"]["subset"] == 128 and saved["student"]["name"] == "cnn_tiny"
+    # a late override is validated like an early one; an unknown option is still refused
+    assert "unknown key 'train.epoch'" in _err(capsys, ["distill", "-c", "configs/kd.yaml", "-o", str(out), "train.epoch=3"])
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "-c", "configs/kd.yaml", "-o", str(out), "--epochs", "3"])
+    assert e.value.code == 2 and "unrecognized arguments: --epochs" in capsys.readouterr().err
