@@ -137,3 +137,15 @@ def test_overrides_after_an_option_are_applied(capsys, fmnist_slice, slice_teach
     with pytest.raises(SystemExit) as e:
         main(["distill", "-c", "configs/kd.yaml", "-o", str(out), "--epochs", "3"])
     assert e.value.code == 2 and "unrecognized arguments: --epochs" in capsys.readouterr().err
+
+
+# --- 10: a batch larger than the training set -----------------------------------------------------
+def test_batch_size_larger_than_the_subset_is_an_error_naming_the_numbers(capsys, fmnist_slice, slice_teacher, tmp_path):
+    msg = _err(capsys, _distill(fmnist_slice, slice_teacher, tmp_path / "run", "data.subset=100", "data.batch_size=128"))
+    assert "data.batch_size (128)" in msg and "100 training images" in msg and "data.subset" in msg
+    assert not (tmp_path / "run").exists()
+    # the same for train-teacher, and a batch equal to the set is fine
+    teacher = ["train-teacher", "-c", "configs/fmnist/teacher.yaml", "-o", str(tmp_path / "t"), f"data.root={fmnist_slice}",
+               "model.name=cnn_tiny", "train.epochs=1", "train.progress_bar=false", "data.subset=64"]
+    assert "data.batch_size (128)" in _err(capsys, teacher)
+    assert main([*teacher, "data.batch_size=64"]) == 0
