@@ -22,14 +22,19 @@ class MetricsLogger:
         self.output_dir = Path(output_dir)
         self.enabled = enabled
         self.history: list[dict[str, Any]] = []
-        self._tb = None
-        if enabled and tensorboard:
+        self._tensorboard = enabled and tensorboard
+        self._tb = None  # created on the first scalar, so a run that fails to start writes nothing
+
+    def _writer(self):
+        """The TensorBoard writer (created on first use), or None when TensorBoard is off."""
+        if self._tb is None and self._tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
             except ImportError:  # pragma: no cover - tensorboard is a dependency
-                self._tb = None
+                self._tensorboard = False
+                return None
+            self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
+        return self._tb
 
     @property
     def path(self) -> Path:
@@ -46,18 +51,20 @@ class MetricsLogger:
         if not self.enabled:
             return
         self._flush()
-        if self._tb is not None:
+        tb = self._writer()
+        if tb is not None:
             epoch = int(record["epoch"])
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "epoch":
-                    self._tb.add_scalar(key.replace(".", "/"), value, epoch)
-            self._tb.flush()
+                    tb.add_scalar(key.replace(".", "/"), value, epoch)
+            tb.flush()
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
         """Per-iteration scalars (TensorBoard only)."""
-        if self.enabled and self._tb is not None:
+        tb = self._writer() if self.enabled else None
+        if tb is not None:
             for key, value in scalars.items():
-                self._tb.add_scalar(f"step/{key}", value, step)
+                tb.add_scalar(f"step/{key}", value, step)
 
     def _flush(self) -> None:
         if self.enabled:

@@ -320,8 +320,6 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train for ``cfg.epochs`` epochs (continuing from ``last.pt`` if ``resume``)."""
-        if self.dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             if self.dist.is_main:  # half-written files of a killed run (the real ones are intact)
                 for stale in self.output_dir.glob(".*.pt.*.tmp"):
@@ -332,6 +330,8 @@ class Trainer:
             raise BeyondKDError(
                 f"{self.output_dir} already holds a run: pass --resume to continue it, or choose another output_dir"
             )
+        if self.dist.is_main:  # only once the start checks passed: a failed start leaves nothing
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main and self.meta.get("config"):
             atomic_write_text(yaml.safe_dump(self.meta["config"], sort_keys=False), self.output_dir / "config.yaml")
         if self.epoch >= self.cfg.epochs:

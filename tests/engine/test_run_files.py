@@ -53,3 +53,25 @@ def test_run_files_have_the_usual_modes(capsys, fmnist_slice, slice_teacher, tmp
     modes = {name: oct(_mode(out / name)) for name in RUN_FILES}
     assert set(modes.values()) == {oct(0o644)}, modes
     assert {oct(_mode(p)) for p in (tmp_path / "cache").iterdir()} == {oct(0o644)}
+
+
+# --- 12: no debris from a failed start ------------------------------------------------------------
+def _listing(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_failed_start_leaves_no_files(capsys, fmnist_slice, slice_teacher, tmp_path):
+    out = tmp_path / "run"
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert main(_distill(fmnist_slice, slice_teacher, out, *cache)) == 0
+    before = _listing(out)
+    assert any(name.startswith("tensorboard/events.") for name in before)
+    # starting again in a folder that holds a run is refused, and adds nothing (no empty event file)
+    assert main(_distill(fmnist_slice, slice_teacher, out, *cache)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert _listing(out) == before
+    # resuming a run that does not exist creates nothing
+    missing = tmp_path / "missing"
+    assert main(_distill(fmnist_slice, slice_teacher, missing, *cache, "--resume")) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not missing.exists()
