@@ -98,7 +98,9 @@ class TrainConfig(StrictSection):
     cache_dir: str | None = None
     threads: int | None = Field(None, ge=1)
     sync_bn: bool = False
-    progress_bar: bool = True
+    progress_bar: bool = Field(
+        True, description="a tqdm bar per epoch on a terminal; one plain line per epoch when the output is a file or a log"
+    )
 
 
 class RunBase(StrictSection):

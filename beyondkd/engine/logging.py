@@ -1,8 +1,11 @@
-"""Run logs: one JSON line per epoch in ``metrics.jsonl`` and TensorBoard event files."""
+"""Run logs: one JSON line per epoch in ``metrics.jsonl``, TensorBoard event files, and the
+progress of an epoch (a tqdm bar on a terminal, one plain line per epoch otherwise)."""
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,44 @@ class MetricsLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+class EpochLine:
+    """The progress of an epoch as one line when it ends (``name epoch 2/20: 469/469 steps,
+    loss 0.4321, 8.2 s``), for output that is a file or a CI log rather than a terminal.
+
+    Offers the part of tqdm's interface the trainer uses: ``update``, ``set_postfix``, ``close``.
+    """
+
+    def __init__(self, total: int, initial: int, desc: str) -> None:
+        self.total, self.n, self.desc = total, initial, desc
+        self.postfix: dict[str, Any] = {}
+        self._start = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix.update(values)
+
+    def close(self) -> None:
+        extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
+        print(f"{self.desc}: {self.n}/{self.total} steps{extra}, {time.perf_counter() - self._start:.1f} s",
+              file=sys.stderr, flush=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def epoch_progress(total: int, initial: int, desc: str):
+    """A tqdm bar when stdout and stderr are terminals, else an :class:`EpochLine` (no bar's
+    carriage returns in a file or a CI log)."""
+    if not (_is_terminal(sys.stdout) and _is_terminal(sys.stderr)):
+        return EpochLine(total, initial, desc)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

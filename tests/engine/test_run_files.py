@@ -75,3 +75,36 @@ def test_a_failed_start_leaves_no_files(capsys, fmnist_slice, slice_teacher, tmp
     assert main(_distill(fmnist_slice, slice_teacher, missing, *cache, "--resume")) == 2
     assert "nothing to resume" in capsys.readouterr().err
     assert not missing.exists()
+
+
+# --- 14: progress when the output is not a terminal ---------------------------------------------
+def test_progress_off_a_terminal_is_one_plain_line_per_epoch(capsys, fmnist_slice, slice_teacher, tmp_path):
+    # capsys' streams are not terminals, as a file or a CI log
+    argv = _distill(fmnist_slice, slice_teacher, tmp_path / "run", "--cache-dir", str(tmp_path / "cache"),
+                    "train.progress_bar=true", "train.epochs=2", "data.batch_size=32")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err
+    lines = [line for line in err.splitlines() if " epoch " in line]
+    assert len(lines) == 2 and "epoch 1/2" in lines[0] and "epoch 2/2" in lines[1], err
+    assert "8/8 steps" in lines[0] and "loss" in lines[0]
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar(monkeypatch):
+    import io
+
+    from tqdm import tqdm
+
+    from beyondkd.engine.logging import epoch_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdout", Terminal())
+    monkeypatch.setattr("sys.stderr", Terminal())
+    bar = epoch_progress(total=3, initial=0, desc="x epoch 1/1")
+    assert isinstance(bar, tqdm)
+    bar.close()
+    monkeypatch.setattr("sys.stdout", io.StringIO())  # stdout piped: plain lines even if stderr is a terminal
+    assert not isinstance(epoch_progress(total=3, initial=0, desc="x epoch 1/1"), tqdm)
