@@ -3,8 +3,8 @@
 Each subcommand lives in its own module of :mod:`beyondkd.cli` exposing
 ``add_parser(subparsers)``; the parser it adds sets ``func(args) -> int``. A user error
 (:class:`~beyondkd.errors.BeyondKDError`) is printed as one line ``error: ...`` with exit
-status 2, never as a stack trace; so is a write refused by the system (a read-only or full
-output folder), with the fix.
+status 2, never as a stack trace; so is a file operation the system refused for a reason the
+user can fix (no permission, a read-only or full file system), with the fix.
 """
 
 from __future__ import annotations
@@ -24,23 +24,25 @@ from beyondkd.errors import BeyondKDError
 _ORDER = ("demo", "train", "eval", "info")
 
 _ELSEWHERE = "(--output-dir DIR; teacher-logit cache: --cache-dir DIR)"
-#: errors of a write the user can fix (a read-only or full folder), with the fix
-_WRITE_FIXES = {
-    errno.EACCES: f"make it writable or choose another folder {_ELSEWHERE}",
-    errno.EPERM: f"make it writable or choose another folder {_ELSEWHERE}",
-    errno.EROFS: f"choose a folder on a writable file system {_ELSEWHERE}",
-    errno.ENOSPC: f"free disk space or choose another folder {_ELSEWHERE}; files already saved are intact",
-    errno.EDQUOT: f"free disk space or choose another folder {_ELSEWHERE}; files already saved are intact",
+_PERMISSION = f"fix its permissions or choose another folder {_ELSEWHERE}"
+_FULL = f"free disk space or choose another folder {_ELSEWHERE}; files already saved are intact"
+#: OS errors the user can fix (a folder without permission, read-only or full): (what, the fix)
+_OS_FIXES = {
+    errno.EACCES: ("no permission for", _PERMISSION),
+    errno.EPERM: ("no permission for", _PERMISSION),
+    errno.EROFS: ("cannot write", f"choose a folder on a writable file system {_ELSEWHERE}"),
+    errno.ENOSPC: ("cannot write", _FULL),
+    errno.EDQUOT: ("cannot write", _FULL),
 }
 
 
-def write_error_line(exc: OSError) -> str | None:
-    """The one-line message of a failed write the user can fix, or None for other OS errors."""
-    fix = _WRITE_FIXES.get(exc.errno or -1)
-    if fix is None:
+def os_error_line(exc: OSError) -> str | None:
+    """The one-line message of an OS error the user can fix (permission, read-only, disk full), else None."""
+    if exc.errno not in _OS_FIXES:
         return None
+    what, fix = _OS_FIXES[exc.errno]
     where = f" {exc.filename}" if exc.filename else ""
-    return f"cannot write{where}: {exc.strerror or 'permission denied'}: {fix}"
+    return f"{what}{where} ({exc.strerror}): {fix}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        line = write_error_line(exc)
+        line = os_error_line(exc)
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)

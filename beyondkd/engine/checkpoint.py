@@ -2,8 +2,9 @@
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
 over the old one (``os.replace`` is atomic on POSIX), so a kill at any moment leaves either the
-old or the new file, never a torn one; it gets the usual mode (``0o666`` less the umask). Everything stored is a tensor, a number, a string, or a
-list/dict of those, so files load with ``torch.load(..., weights_only=True)``.
+old or the new file, never a torn one; it gets the usual mode (``0o666`` less the umask).
+Everything stored is a tensor, a number, a string, or a list/dict of those, so files load with
+``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
