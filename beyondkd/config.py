@@ -98,7 +98,9 @@ class TrainConfig(StrictSection):
     cache_dir: str | None = None
     threads: int | None = Field(None, ge=1)
     sync_bn: bool = False
-    progress_bar: bool = True
+    progress_bar: bool = Field(
+        True, description="a tqdm bar per epoch on a terminal; one plain line per epoch when the output is a file or a log"
+    )
     teacher_readout_rows: int = Field(
         10_000, ge=0, description="training rows on which the teacher's accuracy is measured before training (0: off; cached logits: every row)"
     )

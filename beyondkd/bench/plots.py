@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from beyondkd.engine.plots import _pyplot, save_figure
+from beyondkd.engine.plots import _pyplot, epoch_axis, legend_below, save_figure
 
 History = Sequence[Mapping[str, Any]]
 
@@ -46,7 +46,7 @@ def _series(history: History, get) -> tuple[list[int], list[float]]:
 def plot_bias_statistics(runs: Mapping[str, History], path: str | Path, title: str = "Bias plug-in statistics over training") -> Path:
     """Four panels per epoch, one line per run: teacher right, rectified, rectified → label, γ."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), dpi=120)
+    fig, axes = plt.subplots(1, 4, figsize=(15, 4.2), dpi=120, layout="constrained")
     panels = (
         ("training rows the teacher gets right", "fraction of rows", lambda r: r.get("frac_right")),
         ("training rows rectified", "fraction of rows", lambda r: r.get("frac_rectified")),
@@ -72,11 +72,9 @@ def plot_bias_statistics(runs: Mapping[str, History], path: str | Path, title: s
     ax.set_title("γ (0 without a dynamic schedule)", fontsize=9)
     ax.set_ylim(-0.05, 1.05)
     for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        epoch_axis(ax)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    axes[3].legend(fontsize=6)
+    legend_below(fig, [axes[3]], ncols=min(len(runs), 4))  # under the panels (a column per run): it covers none
     fig.suptitle(title)
     return save_figure(fig, path)
 

@@ -12,6 +12,9 @@ import json
 
 
 def _train(args: argparse.Namespace, mode: str) -> int:
+    from beyondkd.detection.coco import require_pycocotools
+
+    require_pycocotools()
     from beyondkd.detection.config import load_detection_config
     from beyondkd.detection.evaluate import format_metrics
     from beyondkd.detection.trainer import train_detection
@@ -29,6 +32,9 @@ def _train(args: argparse.Namespace, mode: str) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from beyondkd.detection.coco import require_pycocotools
+
+    require_pycocotools()
     from beyondkd.detection.config import load_detection_config
     from beyondkd.detection.evaluate import format_metrics
     from beyondkd.detection.trainer import evaluate_checkpoint

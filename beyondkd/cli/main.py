@@ -3,13 +3,16 @@
 Each subcommand lives in its own module of :mod:`beyondkd.cli` exposing
 ``add_parser(subparsers)``; the parser it adds sets ``func(args) -> int``. A user error
 (:class:`~beyondkd.errors.BeyondKDError`) is printed as one line ``error: ...`` with exit
-status 2, never as a stack trace.
+status 2, never as a stack trace; so is a file operation the system refused for a reason the
+user can fix (no permission, a read-only or full file system), with the fix.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import pkgutil
 import sys
 from typing import Sequence
@@ -19,6 +22,27 @@ from beyondkd.errors import BeyondKDError
 
 # Order of subcommands in --help; modules not listed follow alphabetically.
 _ORDER = ("demo", "train", "eval", "info")
+
+_ELSEWHERE = "(--output-dir DIR; teacher-logit cache: --cache-dir DIR)"
+_PERMISSION = f"fix its permissions or choose another folder {_ELSEWHERE}"
+_FULL = f"free disk space or choose another folder {_ELSEWHERE}; files already saved are intact"
+#: OS errors the user can fix (a folder without permission, read-only or full): (what, the fix)
+_OS_FIXES = {
+    errno.EACCES: ("no permission for", _PERMISSION),
+    errno.EPERM: ("no permission for", _PERMISSION),
+    errno.EROFS: ("cannot write", f"choose a folder on a writable file system {_ELSEWHERE}"),
+    errno.ENOSPC: ("cannot write", _FULL),
+    errno.EDQUOT: ("cannot write", _FULL),
+}
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """The one-line message of an OS error the user can fix (permission, read-only, disk full), else None."""
+    if exc.errno not in _OS_FIXES:
+        return None
+    what, fix = _OS_FIXES[exc.errno]
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"{what}{where} ({exc.strerror}): {fix}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,14 +65,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `distill -c x.yaml train.epochs=1 -o out data.subset=10`: argparse gives the overrides
+    # after `-o out` back as unknown; commands that take KEY=VALUE overrides get them too
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe surfaces here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # the reader stopped early (`beyondkd configs | head -1`): end quietly with status 1
+        # (as Python's documentation and rich do); stdout goes to /dev/null so the
+        # interpreter's exit flush cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except BeyondKDError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is intact; continue with --resume", file=sys.stderr)

@@ -31,8 +31,22 @@ from beyondkd.errors import DataError
 Target = dict[str, Tensor]
 
 
+#: how to get the optional dependency of ``beyondkd detect``
+INSTALL_DETECTION = "pip install 'beyondkd[detection]' (or pip install pycocotools)"
+
+
+def require_pycocotools() -> None:
+    """A one-line error naming the install command when pycocotools (COCO data and COCOeval) is missing."""
+    try:
+        import pycocotools.coco  # noqa: F401
+        import pycocotools.cocoeval  # noqa: F401
+    except ImportError:
+        raise DataError(f"detection needs pycocotools, which is not installed: {INSTALL_DETECTION}") from None
+
+
 def load_coco(annotation_file: str | Path) -> Any:
     """A ``pycocotools.coco.COCO`` of ``annotation_file`` with one-line errors."""
+    require_pycocotools()
     from pycocotools.coco import COCO
 
     path = Path(annotation_file)

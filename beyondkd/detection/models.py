@@ -35,6 +35,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from beyondkd.detection.config import DetDataConfig, DetModelConfig
 from beyondkd.errors import ConfigError, suggest
+from beyondkd.torch_files import unreadable_reason
 
 FPN_LEVELS: tuple[str, ...] = ("0", "1", "2", "3", "pool")
 ROI_LEVELS: list[str] = ["0", "1", "2", "3"]
@@ -172,8 +173,7 @@ def load_detector_weights(model: nn.Module, path: str | Path, cfg: DetModelConfi
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unreadable file is the user's input
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"cannot read detector checkpoint {p}: {first}") from None
+        raise ConfigError(f"cannot read detector checkpoint {p}: {unreadable_reason(p, exc, True)}") from None
     state = ckpt["model"] if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict) else ckpt
     meta = ckpt.get("model_meta", {}) if isinstance(ckpt, dict) else {}
     if meta:

@@ -42,6 +42,7 @@ from beyondkd.errors import ConfigError
 from beyondkd.engine.distributed import all_gather_rows
 from beyondkd.losses.crd import contrast_scores, momentum_update, nce_loss, sample_negatives
 from beyondkd.losses.kd import kd_kl
+from beyondkd.losses.precision import loss_dtype
 from beyondkd.models.features import FeatureHooks
 
 
@@ -123,8 +124,8 @@ class CRD(Distiller):
     def contrastive_loss(self, feat_student: Tensor, feat_teacher: Tensor, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-sample ``NCE_s + NCE_t`` and the two embeddings; updates both memory banks."""
         p = self.params
-        v_s = F.normalize(self.embed_student(feat_student.flatten(1).float()), dim=1)
-        v_t = F.normalize(self.embed_teacher(feat_teacher.detach().flatten(1).float()), dim=1)
+        v_s = F.normalize(self.embed_student(feat_student.flatten(1).to(loss_dtype(feat_student))), dim=1)
+        v_t = F.normalize(self.embed_teacher(feat_teacher.detach().flatten(1).to(loss_dtype(feat_teacher))), dim=1)
         idx = sample_negatives(indices.to(v_s.device).long(), self.context.num_samples, p.nce_k)
         rows_t = self.memory_teacher[idx]  # (N, 1+K, D): teacher bank for the student side
         rows_s = self.memory_student[idx]

@@ -39,6 +39,7 @@ from beyondkd.errors import ConfigError
 from beyondkd.losses.ctkd import bounded_temperature, cosine_lambda, grad_reverse, temperature_to_theta
 from beyondkd.losses.dkd import dkd_loss
 from beyondkd.losses.kd import kd_kl
+from beyondkd.losses.precision import loss_dtype
 
 
 class GlobalTemperature(nn.Module):
@@ -80,7 +81,8 @@ class InstanceTemperature(nn.Module):
 
     def forward(self, teacher_logits: Tensor, student_logits: Tensor, lambda_: float) -> Tensor:
         """``(N,)`` temperatures; gradient reaching them is reversed and scaled by ``λ``."""
-        x = torch.cat([teacher_logits.detach().float(), student_logits.detach().float()], dim=1)
+        dtype = loss_dtype(teacher_logits, student_logits)
+        x = torch.cat([teacher_logits.detach().to(dtype), student_logits.detach().to(dtype)], dim=1)
         theta = self.mlp(x).squeeze(1)
         return bounded_temperature(grad_reverse(theta, lambda_), self.t_min, self.t_max)
 
@@ -143,9 +145,14 @@ class _CurriculumTemperatureDistiller(Distiller):
             self.temperature_module = InstanceTemperature(context.num_classes, p.hidden, p.init_temperature, p.t_min, p.t_max)
 
     def current_lambda(self, progress: Progress) -> float:
-        """``λ`` of the cosine curriculum at this epoch (CTKD eq. 8)."""
+        """``λ`` of the cosine curriculum at this epoch (CTKD eq. 8).
+
+        ``n`` is the 1-based epoch number, as in the authors' code (and our DKD and ReviewKD
+        warm-ups): the first epoch has ``λ = λ_min + ½(λ_max − λ_min)(1 − cos(π / E))`` and epoch
+        ``E`` (0-based index ``E − 1``) reaches ``λ_max``.
+        """
         p = self.params
-        return cosine_lambda(progress.epoch, p.cos_epochs, p.lambda_min, p.lambda_max)
+        return cosine_lambda(progress.epoch + 1, p.cos_epochs, p.lambda_min, p.lambda_max)
 
     def distill_at_learned_temperature(
         self,
@@ -166,7 +173,7 @@ class _CurriculumTemperatureDistiller(Distiller):
         t_col = temperature.detach().reshape(-1, 1) if temperature.dim() else temperature.detach()
         # Rectifying softmax(z/T) == rectifying softmax((z/T)/1): hand the plug-in z/T at T = 1
         # and scale its (possibly rectified) logits back by T before the loss sees them.
-        scaled_teacher = teacher_logits.detach().float() / t_col
+        scaled_teacher = teacher_logits.detach().to(loss_dtype(teacher_logits)) / t_col
 
         def per_sample(student: Tensor, teacher_scaled: Tensor) -> Tensor:
             return loss_at(student, teacher_scaled * t_col, temperature)

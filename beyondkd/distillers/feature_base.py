@@ -126,32 +126,6 @@ class ConnectorBatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
 
-def owner_module(model: nn.Module, point: str) -> tuple[str, nn.Module]:
-    """The module that produces feature ``point``: the module itself, or for ``path:in`` its parent."""
-    path = resolve_feature_point(model, point)
-    module_path, _, which = path.partition(":")
-    if which == "in":
-        module_path = module_path.rpartition(".")[0]
-    modules = dict(model.named_modules())
-    return module_path, modules[module_path]
-
-
-def last_module_of(model: nn.Module, point: str, kind: type[nn.Module], channels: int, attr: str) -> nn.Module | None:
-    """The last ``kind`` module (registration order) producing ``channels`` channels for ``point``.
-
-    Searched inside :func:`owner_module`; modules on a shortcut (``downsample``, ``shortcut``)
-    are skipped because they are not on the main path that the feature comes from.
-    """
-    _, owner = owner_module(model, point)
-    found = None
-    for name, m in owner.named_modules():
-        if isinstance(m, kind) and getattr(m, attr) == channels and not any(
-            part in ("downsample", "shortcut") for part in name.split(".")
-        ):
-            found = m
-    return found
-
-
 def deepest_pairs(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
     """Index pairs ``(i, j)`` of the deepest ``min(n_student, n_teacher)`` points of each list, in order.
 
@@ -194,28 +168,29 @@ CHANNEL_PRESERVING: tuple[type[nn.Module], ...] = (
     nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
 )
 
+#: path components of shortcut branches, which the producing-module search skips
+SHORTCUT_NAMES = frozenset({"downsample", "shortcut"})
 
-def producing_module(model: nn.Module, point: str, kind: type[nn.Module], channels: int, attr: str,
-                     example: Tensor) -> nn.Module | None:
-    """The ``kind`` module with ``channels`` channels whose output becomes feature ``point``.
 
-    First :func:`last_module_of` (inside the module owning the point). If the owner holds none —
-    e.g. VGG's ``stageK`` is a top-level ``reluK`` after the block's convolution and batch norm —
-    the modules run by one forward of ``example`` are traced in execution order, and the search
-    walks back from the point through :data:`CHANNEL_PRESERVING` modules (batch norm,
-    activations, pooling, dropout) to the first ``kind`` module: it is returned if it has
-    ``channels`` channels, and ``None`` if the walk meets any other module first. Functional
-    operations between modules (``+``, ``torch.cat`` in a ``forward``) are invisible to the trace.
+def modules_run_before(model: nn.Module, point: str, example: Tensor,
+                       kind: type[nn.Module] = nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the modules that ran before feature ``point``, in execution order.
+
+    One forward of ``example`` (eval mode, no gradient) is traced with hooks on every leaf
+    module and every ``kind`` module (so a ``kind`` subclass with children, e.g. a batch norm
+    fused with its activation, is seen too); a module called twice appears twice. The list
+    stops at the point's last occurrence (the input of ``path:in`` is taken before that module
+    runs, a module's output after it); empty if the point is never reached.
     """
-    found = last_module_of(model, point, kind, channels, attr)
-    if found is not None:
-        return found
     path = resolve_feature_point(model, point)
     module_path, _, which = path.partition(":")
-    target = dict(model.named_modules())[module_path]
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    order: list[nn.Module | None] = []  # executed leaves; None marks the point
-    handles = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for m in leaves]
+    target = model.get_submodule(module_path)
+    order: list[tuple[str, nn.Module] | None] = []  # None marks the point
+    handles = [
+        m.register_forward_hook(lambda mod, i, o, name=name: order.append((name, mod)))
+        for name, m in model.named_modules()
+        if isinstance(m, kind) or not any(True for _ in m.children())
+    ]
     if which == "in":
         handles.append(target.register_forward_pre_hook(lambda mod, i: order.append(None)))
     else:
@@ -227,10 +202,26 @@ def producing_module(model: nn.Module, point: str, kind: type[nn.Module], channe
         for h in handles:
             h.remove()
     if None not in order:
-        return None
+        return []
     last = len(order) - 1 - order[::-1].index(None)
-    for m in reversed(order[:last]):
-        if m is None:
+    return [entry for entry in order[:last] if entry is not None]
+
+
+def producing_module(model: nn.Module, point: str, kind: type[nn.Module], channels: int, attr: str,
+                     example: Tensor) -> nn.Module | None:
+    """The ``kind`` module with ``channels`` channels whose output becomes feature ``point``.
+
+    Walks back in execution order (:func:`modules_run_before`) from the point: modules on a
+    shortcut branch (a path component in :data:`SHORTCUT_NAMES`) are skipped, since the feature
+    comes from the main path; :data:`CHANNEL_PRESERVING` modules (batch norm, activations,
+    pooling, dropout) are passed through. The first ``kind`` module met is returned if it has
+    ``channels`` channels; ``None`` if it has another width or any other module comes first —
+    e.g. VGG's ``preact_stage3`` (``relu3:in``) gives block 3's last batch norm for
+    ``kind=nn.BatchNorm2d`` and block 3's last convolution for ``kind=nn.Conv2d``. Functional
+    operations between modules (``+``, ``torch.cat`` in a ``forward``) are invisible to the trace.
+    """
+    for name, m in reversed(modules_run_before(model, point, example, kind)):
+        if SHORTCUT_NAMES.intersection(name.split(".")):
             continue
         if isinstance(m, kind):
             return m if getattr(m, attr) == channels else None

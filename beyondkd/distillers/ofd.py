@@ -4,8 +4,9 @@
   ends each stage), every stage by default.
 * **Teacher transform**: margin ReLU ``max(x, m)`` with the per-channel margin
   ``m = E[x | x < 0]`` computed once from the teacher's batch norm before that ReLU
-  (:func:`beyondkd.losses.ofd.margin_from_bn`; the BN is found automatically as the last
-  BatchNorm2d on the main path of the module owning the point, or named in ``teacher_bn``).
+  (:func:`beyondkd.losses.ofd.margin_from_bn`; the BN is found automatically as the batch norm
+  that runs last before the point on the main path, shortcuts skipped
+  (:func:`~beyondkd.distillers.feature_base.producing_module`), or named in ``teacher_bn``).
 * **Student transform**: a connector 1×1 conv + BN to the teacher's width.
 * **Distance**: partial L2, summed over channels and positions per sample.
 
@@ -22,7 +23,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from beyondkd.bias.schedule import Progress
-from beyondkd.distillers.feature_base import ConnectorBatchNorm2d, FeatureDistiller, FeatureParams, as_map, last_module_of, match_spatial
+from beyondkd.distillers.feature_base import ConnectorBatchNorm2d, FeatureDistiller, FeatureParams, as_map, match_spatial, producing_module
 from beyondkd.distillers.registry import register_distiller
 from beyondkd.errors import ConfigError
 from beyondkd.losses.ofd import margin_from_bn, ofd_loss
@@ -72,8 +73,9 @@ class OFD(FeatureDistiller):
                 raise ConfigError(f"method 'ofd': teacher_bn '{bad[0]}' is not a BatchNorm2d of the teacher")
             return [modules[n] for n in names]
         bns = []
+        example = self.example_input(self.teacher)
         for point, shape in zip(self.teacher_points, teacher_shapes):
-            bn = last_module_of(self.teacher, point, nn.BatchNorm2d, int(shape[0]), "num_features")
+            bn = producing_module(self.teacher, point, nn.BatchNorm2d, int(shape[0]), "num_features", example)
             if bn is None:
                 raise ConfigError(
                     f"method 'ofd': no batch norm found before teacher point '{point}': "

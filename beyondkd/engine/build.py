@@ -91,6 +91,19 @@ def build_loaders(cfg: RunConfig, device: torch.device, rank: int = 0, world_siz
     return train_loader, None, val_loader, info, facts
 
 
+def check_batch_size(batch_size: int, num_samples: int, subset: int | None, world_size: int = 1) -> None:
+    """A training batch must fit in the (sub)set of each process: else every epoch is one partial batch."""
+    per_process = num_samples // max(world_size, 1)
+    if batch_size <= per_process:
+        return
+    where = f" (data.subset={subset})" if subset is not None else ""
+    shard = f", {per_process} on each of {world_size} processes" if world_size > 1 else ""
+    raise ConfigError(
+        f"data.batch_size ({batch_size}) is larger than the {num_samples} training images{where}{shard}: every epoch "
+        f"would be a single partial batch; lower data.batch_size to at most {per_process} or raise data.subset"
+    )
+
+
 def _check_classes(role: str, meta: dict[str, Any], info: DatasetInfo, path: str) -> None:
     if "num_classes" in meta and int(meta["num_classes"]) != info.num_classes:
         raise ConfigError(
@@ -223,6 +236,7 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cach
         raise ConfigError("train.sync_bn needs a multi-GPU run (torchrun on CUDA devices): remove it or set it to false")
     seed_everything(cfg.seed)
     train_loader, ordered_loader, val_loader, info, facts = build_loaders(cfg, device, dist.rank, dist.world_size)
+    check_batch_size(cfg.data.batch_size, facts["num_samples"], cfg.data.subset, dist.world_size)
 
     trained = cfg.trained
     student, student_meta = load_network(trained, info, "student" if mode == "distill" else "model", require_checkpoint=False)

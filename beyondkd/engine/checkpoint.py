@@ -2,8 +2,9 @@
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
 over the old one (``os.replace`` is atomic on POSIX), so a kill at any moment leaves either the
-old or the new file, never a torn one. Everything stored is a tensor, a number, a string, or a
-list/dict of those, so files load with ``torch.load(..., weights_only=True)``.
+old or the new file, never a torn one; it gets the usual mode (``0o666`` less the umask).
+Everything stored is a tensor, a number, a string, or a list/dict of those, so files load with
+``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -12,26 +13,45 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 import numpy as np
 import torch
 
 from beyondkd.errors import BeyondKDError
+from beyondkd.torch_files import unreadable_reason
 
 CHECKPOINT_VERSION = 1
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` atomically."""
+def _umask() -> int:
+    """The process's umask (read from /proc where possible: setting it to read it is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through a temporary file in its folder, renamed over it when complete.
+
+    The file gets the mode an ordinary ``open`` would give (``0o666`` less the umask), not the
+    ``0o600`` of :func:`tempfile.mkstemp`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -41,16 +61,14 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def atomic_write_text(text: str, path: str | Path) -> None:
-    """Write a text file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write a text file (UTF-8) atomically."""
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
@@ -61,9 +79,8 @@ def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, An
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # noqa: BLE001 - unpickling errors are the file's fault
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        hint = " (if you trust the file, retry with weights_only disabled)" if weights_only else ""
-        raise BeyondKDError(f"cannot read checkpoint {path}: {first}{hint}") from None
+        reason = unreadable_reason(path, exc, weights_only, "weights_only=False (eval: --unsafe-load)")
+        raise BeyondKDError(f"cannot read checkpoint {path}: {reason}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise BeyondKDError(f"{path} is not a beyondkd checkpoint (no 'model' entry)")
     return ckpt

@@ -35,7 +35,7 @@ from beyondkd.engine.checkpoint import (
     restore_rng_state,
 )
 from beyondkd.engine.evaluate import evaluation_sums, metrics_from_sums
-from beyondkd.engine.logging import MetricsLogger
+from beyondkd.engine.logging import MetricsLogger, epoch_progress
 from beyondkd.engine.optim import build_optimizer, build_scheduler, clip_gradients_per_optimizer
 from beyondkd.engine.plots import plot_accuracy
 from beyondkd.errors import BeyondKDError, NonFiniteLossError
@@ -269,6 +269,7 @@ class Trainer:
                     self._check_finite(out.loss, out.terms)
                 self.save(self.last_path)
         if bar is not None:
+            bar.set_postfix(loss=f"{float(loss_sum / seen.clamp_min(1)):.4f}")  # the epoch's mean
             bar.close()
         elapsed = time.perf_counter() - t0
         if not bool(torch.isfinite(loss_sum)):
@@ -302,15 +303,8 @@ class Trainer:
     def _progress_bar(self):
         if not (self.cfg.progress_bar and self.dist.is_main):
             return None
-        from tqdm.auto import tqdm
-
-        return tqdm(
-            total=self.steps_per_epoch,
-            initial=self.step_in_epoch,
-            desc=f"{self.meta.get('name', 'train')} epoch {self.epoch + 1}/{self.cfg.epochs}",
-            leave=False,
-            dynamic_ncols=True,
-        )
+        return epoch_progress(self.steps_per_epoch, self.step_in_epoch,
+                              f"{self.meta.get('name', 'train')} epoch {self.epoch + 1}/{self.cfg.epochs}")
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics of the student over the whole validation set."""
@@ -321,8 +315,6 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train for ``cfg.epochs`` epochs (continuing from ``last.pt`` if ``resume``)."""
-        if self.dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             if self.dist.is_main:  # half-written files of a killed run (the real ones are intact)
                 for stale in self.output_dir.glob(".*.pt.*.tmp"):
@@ -333,6 +325,8 @@ class Trainer:
             raise BeyondKDError(
                 f"{self.output_dir} already holds a run: pass --resume to continue it, or choose another output_dir"
             )
+        if self.dist.is_main:  # only once the start checks passed: a failed start leaves nothing
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main and self.meta.get("config"):
             atomic_write_text(yaml.safe_dump(self.meta["config"], sort_keys=False), self.output_dir / "config.yaml")
         if self.epoch >= self.cfg.epochs:

@@ -13,14 +13,17 @@ from __future__ import annotations
 from torch import Tensor
 
 from beyondkd.losses._safe import safe_normalize
+from beyondkd.losses.precision import full_precision
 
 
+@full_precision
 def attention_map(features: Tensor, p: float = 2.0) -> Tensor:
     """Normalised spatial attention ``Q/‖Q‖₂`` of ``features`` ``(N, C, H, W)`` -> ``(N, H·W)``."""
-    q = features.float().abs().pow(p).mean(1).flatten(1)
+    q = features.abs().pow(p).mean(1).flatten(1)
     return safe_normalize(q, dim=1)
 
 
+@full_precision
 def at_loss(student_features: Tensor, teacher_features: Tensor, p: float = 2.0) -> Tensor:
     """Per-sample attention-transfer distance for one layer pair.
 

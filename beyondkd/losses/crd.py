@@ -24,7 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from beyondkd.losses.precision import full_precision
 
+
+@full_precision
 def contrast_scores(embeddings: Tensor, memory_rows: Tensor, nce_t: float = 0.07) -> Tensor:
     """Unnormalised critic scores ``exp(v_i · m_ik / τ)``.
 
@@ -36,10 +39,11 @@ def contrast_scores(embeddings: Tensor, memory_rows: Tensor, nce_t: float = 0.07
     Returns:
         ``(N, 1 + K)`` positive scores (``≤ exp(1/τ)`` for unit vectors).
     """
-    dots = torch.bmm(memory_rows.float(), embeddings.float().unsqueeze(2)).squeeze(2)
+    dots = torch.bmm(memory_rows, embeddings.unsqueeze(2)).squeeze(2)
     return torch.exp(dots / nce_t)
 
 
+@full_precision
 def nce_loss(scores: Tensor, noise_prob: float, eps: float = 1e-7) -> Tensor:
     """Per-sample NCE loss of CRD (eq. 18) for scores already divided by ``Z``.
 

@@ -7,8 +7,9 @@ the temperature module and the loss (CTKD eq. 6–7): identity forward, gradient
 
     λ_n = λ_min + ½ (λ_max − λ_min) (1 + cos(π (1 + min(n, E) / E)))
 
-which rises from ``λ_min`` at epoch ``n = 0`` to ``λ_max`` at ``n = E`` (``cos_epochs``) and
-stays there: an easy task (small adversarial strength) first, a harder one later.
+which rises from ``λ_min`` at ``n = 0`` to ``λ_max`` at ``n = E`` (``cos_epochs``) and stays
+there: an easy task (small adversarial strength) first, a harder one later. The distillers pass
+the 1-based epoch number ``n``, as the authors' code does.
 
 The temperature is kept in ``(t_min, t_max)`` by a sigmoid range map of an unconstrained value
 ``θ`` (as the authors' code does with ``t_start + t_end · sigmoid(θ)``):
@@ -22,6 +23,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from beyondkd.losses.precision import full_precision
 
 
 class _GradReverse(torch.autograd.Function):
@@ -51,7 +54,8 @@ def cosine_lambda(epoch: float, cos_epochs: float, lambda_min: float = 0.0, lamb
     """The curriculum's adversarial strength ``λ`` at ``epoch`` (CTKD eq. 8).
 
     Args:
-        epoch: epochs done (0-based; fractions allowed).
+        epoch: the epoch number ``n`` (fractions allowed; the CTKD distillers pass the 1-based
+            epoch, as the authors' code).
         cos_epochs: ``E``, epochs over which ``λ`` rises; ``<= 0`` gives ``λ_max`` at once.
         lambda_min, lambda_max: the range of ``λ``.
 
@@ -64,10 +68,11 @@ def cosine_lambda(epoch: float, cos_epochs: float, lambda_min: float = 0.0, lamb
     return float(lambda_min + 0.5 * (lambda_max - lambda_min) * (1.0 + math.cos(math.pi * (1.0 + x))))
 
 
+@full_precision
 def bounded_temperature(theta: Tensor, t_min: float, t_max: float) -> Tensor:
     """``T = t_min + (t_max − t_min) · sigmoid(θ)``, clamped to ``[t_min, t_max]`` (never NaN for
     finite ``θ``; ``±inf`` maps to the bounds)."""
-    t = t_min + (t_max - t_min) * torch.sigmoid(theta.float())
+    t = t_min + (t_max - t_min) * torch.sigmoid(theta)
     return t.clamp(t_min, t_max)
 
 

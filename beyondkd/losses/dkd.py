@@ -31,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from beyondkd.losses.precision import full_precision
+
 
 def _as_column(temperature: float | Tensor, like: Tensor) -> Tensor:
     """``T`` as a 0-dim tensor or an ``(N, 1)`` column (per-sample temperatures)."""
-    t = torch.as_tensor(temperature, dtype=torch.float32, device=like.device)
+    t = torch.as_tensor(temperature, dtype=like.dtype, device=like.device)
     if t.dim() == 2:
         t = t.reshape(-1)
     return t.unsqueeze(1) if t.dim() == 1 else t
@@ -52,7 +54,7 @@ def _split_log_probs(logits: Tensor, target: Tensor, temperature: Tensor) -> tup
         ``(log_b, log_nt)``: ``(N, 2)`` with ``log p_y`` and ``log(1 - p_y)`` (eq. 2), and
         ``(N, C-1)`` with ``log p̂_i`` over the non-target classes in their original order (eq. 4).
     """
-    z = logits.float() / temperature
+    z = logits / temperature
     n, c = z.shape
     is_target = F.one_hot(target.long(), c).bool()
     z_target = z.gather(1, target.long().view(-1, 1))  # (N, 1)
@@ -69,6 +71,7 @@ def _kl_rows(log_p_teacher: Tensor, log_p_student: Tensor) -> Tensor:
     return F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(dim=1)
 
 
+@full_precision
 def dkd_parts(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -101,6 +104,7 @@ def dkd_parts(
     return tckd, nckd
 
 
+@full_precision
 def dkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,

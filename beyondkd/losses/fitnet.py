@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from beyondkd.losses.precision import full_precision
 
+
+@full_precision
 def hint_loss(student_hint: Tensor, teacher_hint: Tensor) -> Tensor:
     """Per-sample mean squared error between regressed student and teacher features.
 
@@ -21,5 +24,5 @@ def hint_loss(student_hint: Tensor, teacher_hint: Tensor) -> Tensor:
     Returns:
         ``(N,)`` mean over all non-batch dimensions of ``(s − t)²``.
     """
-    diff = student_hint.float() - teacher_hint.detach().float()
+    diff = student_hint - teacher_hint.detach()
     return diff.pow(2).flatten(1).mean(1)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from beyondkd.losses.precision import full_precision
+
 
 def l1_kept_channels(conv_weight: Tensor, keep: int) -> Tensor:
     """Indices (ascending) of the ``keep`` output filters with the largest L1 norm.
@@ -33,6 +35,7 @@ def l1_kept_channels(conv_weight: Tensor, keep: int) -> Tensor:
     return torch.tensor(sorted(order), dtype=torch.long, device=conv_weight.device)
 
 
+@full_precision
 def pruned_feature_mse(student: Tensor, teacher: Tensor, kept: Tensor) -> Tensor:
     """Per-sample MSE between the student's map and the teacher's kept channels.
 
@@ -44,5 +47,5 @@ def pruned_feature_mse(student: Tensor, teacher: Tensor, kept: Tensor) -> Tensor
     Returns:
         ``(N,)`` mean over channels and positions of ``(S − T[:, kept])²``.
     """
-    t = teacher.detach().float().index_select(1, kept.to(teacher.device))
-    return (student.float() - t).pow(2).flatten(1).mean(1)
+    t = teacher.detach().index_select(1, kept.to(teacher.device))
+    return (student - t).pow(2).flatten(1).mean(1)

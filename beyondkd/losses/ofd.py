@@ -20,6 +20,8 @@ import math
 import torch
 from torch import Tensor
 
+from beyondkd.losses.precision import full_precision
+
 #: below this probability of a negative response the Gaussian margin is unreliable
 _MIN_NEGATIVE_PROB = 1e-3
 
@@ -44,12 +46,14 @@ def margin_from_bn(bn_weight: Tensor, bn_bias: Tensor) -> Tensor:
     return margin.to(bn_weight.dtype)
 
 
+@full_precision
 def margin_relu(teacher_preact: Tensor, margin: Tensor) -> Tensor:
     """``max(x, m_c)`` per channel on ``(N, C, H, W)`` (or ``(N, C)``) with ``margin`` ``(C,)``."""
     shape = (1, -1) + (1,) * (teacher_preact.dim() - 2)
     return torch.maximum(teacher_preact, margin.to(teacher_preact.dtype).view(shape))
 
 
+@full_precision
 def partial_l2(student: Tensor, teacher: Tensor) -> Tensor:
     """Per-sample partial L2 distance (eq. 4), summed over all non-batch dimensions.
 
@@ -60,11 +64,12 @@ def partial_l2(student: Tensor, teacher: Tensor) -> Tensor:
     Returns:
         ``(N,)``; entries where ``S ≤ T ≤ 0`` contribute nothing.
     """
-    s, t = student.float(), teacher.detach().float()
+    s, t = student, teacher.detach()
     skip = (s <= t) & (t <= 0)
     return ((t - s).pow(2) * (~skip)).flatten(1).sum(1)
 
 
+@full_precision
 def ofd_loss(student: Tensor, teacher_preact: Tensor, margin: Tensor) -> Tensor:
     """Partial L2 between ``student`` and ``σ_m(teacher_preact)``, per sample ``(N,)``."""
-    return partial_l2(student, margin_relu(teacher_preact.detach().float(), margin))
+    return partial_l2(student, margin_relu(teacher_preact.detach(), margin))

@@ -14,10 +14,13 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
+from beyondkd.losses.precision import full_precision
+
 #: the pyramid pooling sizes of the paper
 DEFAULT_LEVELS: tuple[int, ...] = (4, 2, 1)
 
 
+@full_precision
 def hcl_loss(student: Tensor, teacher: Tensor, levels: Sequence[int] = DEFAULT_LEVELS) -> Tensor:
     """Per-sample hierarchical context loss for one stage.
 
@@ -29,7 +32,7 @@ def hcl_loss(student: Tensor, teacher: Tensor, levels: Sequence[int] = DEFAULT_L
     Returns:
         ``(N,)`` weighted mean of per-level MSEs.
     """
-    s, t = student.float(), teacher.detach().float()
+    s, t = student, teacher.detach()
     loss = (s - t).pow(2).flatten(1).mean(1)
     weight, total = 1.0, 1.0
     for size in levels:

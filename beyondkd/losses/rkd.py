@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from beyondkd.losses._safe import EPS, pairwise_distances, safe_div, safe_normalize
+from beyondkd.losses.precision import full_precision
 
 
 def _scaled(x: Tensor) -> Tensor:
@@ -28,21 +29,24 @@ def _scaled(x: Tensor) -> Tensor:
     return x / x.detach().abs().amax().clamp_min(EPS)
 
 
+@full_precision
 def distance_potential(embeddings: Tensor) -> Tensor:
     """``ψ_D`` ``(N, N)``: pairwise distances over their mean off-diagonal value (eq. 4)."""
-    d = pairwise_distances(_scaled(embeddings.float().flatten(1)))
+    d = pairwise_distances(_scaled(embeddings.flatten(1)))
     n = d.shape[0]
     mean = d.sum() / max(n * (n - 1), 1)
     return safe_div(d, mean)
 
 
+@full_precision
 def angle_potential(embeddings: Tensor) -> Tensor:
     """``ψ_A`` ``(N, N, N)``: entry ``[j, i, k] = ⟨e(t_i − t_j), e(t_k − t_j)⟩`` (vertex ``j``, eq. 6)."""
-    x = _scaled(embeddings.float().flatten(1))
+    x = _scaled(embeddings.flatten(1))
     e = safe_normalize(x.unsqueeze(0) - x.unsqueeze(1), dim=2)  # e[j, i] = unit(t_i - t_j)
     return e @ e.transpose(1, 2)
 
 
+@full_precision
 def rkd_distance_loss(student_embeddings: Tensor, teacher_embeddings: Tensor) -> Tensor:
     """Per-row distance-wise RKD loss ``(N,)`` (Huber between ψ_D of student and teacher)."""
     ps = distance_potential(student_embeddings)
@@ -50,6 +54,7 @@ def rkd_distance_loss(student_embeddings: Tensor, teacher_embeddings: Tensor) ->
     return F.smooth_l1_loss(ps, pt, reduction="none").mean(1)
 
 
+@full_precision
 def rkd_angle_loss(student_embeddings: Tensor, teacher_embeddings: Tensor) -> Tensor:
     """Per-row angle-wise RKD loss ``(N,)`` (Huber between ψ_A; row = the vertex sample)."""
     ps = angle_potential(student_embeddings)

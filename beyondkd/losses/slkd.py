@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from beyondkd.losses.kd import cross_entropy, kd_kl
+from beyondkd.losses.precision import full_precision
 
 Fusion = Literal["logits", "probs"]
 
@@ -92,6 +93,7 @@ def fusion_weights(rho: float | Sequence[float] | None, k: int) -> tuple[float, 
     return weights
 
 
+@full_precision
 def fuse_outputs(
     logits: Sequence[Tensor], weights: Sequence[float], fusion: Fusion = "logits", temperature: float = 4.0
 ) -> Tensor:
@@ -106,12 +108,12 @@ def fuse_outputs(
         temperature: ``τ`` (used by ``"probs"`` only).
 
     Returns:
-        ``(N, C)`` fused logits (float32, with gradient if the inputs have one; callers that
+        ``(N, C)`` fused logits (in the inputs' dtype, at least float32, with gradient if the inputs have one; callers that
         supervise a student with them pass them to :func:`teacher_student_loss`, which detaches).
     """
     if len(logits) != len(weights) or not logits:
         raise ValueError(f"got {len(logits)} outputs and {len(weights)} weights")
-    stacked = torch.stack([z.float() for z in logits])  # (k, N, C)
+    stacked = torch.stack(list(logits))  # (k, N, C)
     w = torch.tensor(list(weights), dtype=stacked.dtype, device=stacked.device).view(-1, 1, 1)
     if fusion == "logits":
         return (w * stacked).sum(dim=0)

@@ -14,16 +14,19 @@ from __future__ import annotations
 from torch import Tensor
 
 from beyondkd.losses._safe import EPS, safe_normalize
+from beyondkd.losses.precision import full_precision
 
 
+@full_precision
 def similarity_matrix(features: Tensor) -> Tensor:
     """Row-normalised batch similarity ``G̃`` (eq. 1–2) of ``features`` ``(b, ...)`` -> ``(b, b)``."""
-    q = features.float().flatten(1)
+    q = features.flatten(1)
     q = q / q.detach().abs().amax().clamp_min(EPS)  # one global scale: G̃ is unchanged, G cannot overflow
     g = q @ q.t()
     return safe_normalize(g, dim=1)
 
 
+@full_precision
 def sp_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor:
     """Per-row similarity-preserving loss.
 

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from beyondkd.errors import BeyondKDError
+from beyondkd.torch_files import unreadable_reason
 
 # (pattern, replacement) regex renames applied to foreign state-dict keys, per source layout.
 KEY_MAPPINGS: dict[str, list[tuple[str, str]]] = {
@@ -91,8 +92,7 @@ def load_weights_file(path: str | Path, weights_only: bool = True) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BeyondKDError(f"cannot read weights file {path}: {first}") from exc
+        raise BeyondKDError(f"cannot read weights file {path}: {unreadable_reason(path, exc, weights_only)}") from exc
 
 
 def load_pretrained(model: nn.Module, path: str | Path, weights_only: bool = True, layout: str | None = None) -> None:

@@ -36,7 +36,7 @@ def test_bench_tiny_suite_two_seeds_then_reuse_and_report(fmnist_slice, tmp_path
     out = tmp_path / "out"
     assert main(["bench", str(suite), "--seeds", "0,1", "--out", str(out), "train.threads=1"]) == 0
     text = capsys.readouterr().out
-    assert "### tiny -> tiny" in text and "| KD + BTKD | ✓ | ✓ |" in text and "| 2/2 |" in text
+    assert "### tiny -> tiny" in text and "| KD + BTKD | constant | ✓ | ✓ |" in text and "| 2/2 |" in text
     table = json.loads((out / "table.json").read_text())
     rows = {r["label"]: r for r in table["groups"][0]["rows"]}
     assert all(r["best"]["n"] == 2 and 10 < r["best"]["mean"] <= 100 for r in rows.values())
@@ -82,5 +82,5 @@ def test_a_failing_run_is_reported_and_the_table_still_written(fmnist_slice, tmp
     assert main(["bench", str(suite), "--out", str(tmp_path / "out")]) == 1
     captured = capsys.readouterr()
     assert "FAILED: teacher checkpoint not found" in captured.out
-    assert "| KD | — | — | 0/1 |" in (tmp_path / "out" / "table.md").read_text()
+    assert "| KD | — | — | — | 0/1 |" in (tmp_path / "out" / "table.md").read_text()
     assert "error: g / KD seed 0 failed" in captured.err

@@ -122,3 +122,19 @@ def test_student_equal_to_teacher_gives_no_distillation_term(method):
     d.student.eval()
     out = d.training_step(batch(), progress(epoch=3))
     assert out.terms["kd"].abs().item() < 1e-4
+
+
+@pytest.mark.parametrize("cos_epochs", [2, 10])
+def test_lambda_curriculum_counts_epochs_from_one_as_the_authors(cos_epochs):
+    """CTKD's code calls its cosine decay with the 1-based epoch: the first epoch already has
+    λ = ½(1 − cos(π/E)) > 0 and λ reaches λ_max in epoch E (0-based index E − 1)."""
+    import math
+
+    d = make("ctkd", {"mode": "global", "cos_epochs": cos_epochs})
+    first = d.current_lambda(progress(epoch=0))
+    assert first == pytest.approx(0.5 * (1.0 - math.cos(math.pi / cos_epochs)))
+    assert first > 0.0
+    assert d.current_lambda(progress(epoch=cos_epochs - 1)) == pytest.approx(1.0)
+    assert d.current_lambda(progress(epoch=cos_epochs - 2)) < 1.0
+    out = d.training_step(batch(), progress(epoch=0))
+    assert out.stats["grl_lambda"].item() == pytest.approx(first)

@@ -126,10 +126,14 @@ def test_imagenet_wrapper_replaces_stem_for_grey_images():
 def test_models_cli_lists_names_params_and_macs(capsys):
     from beyondkd.cli.main import main
 
-    assert main(["models", "--family", "cifar"]) == 0
-    out = capsys.readouterr().out
-    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
+    import json
+
+    assert main(["models", "--family", "cifar", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert {"wrn_40_2", "resnet32x4", "mobilenetv2_x0_5", "shufflenetv2"} <= set(rows)
     assert "resnet18_imagenet" not in rows
-    cells = [c.strip() for c in rows["resnet32x4"].split("│")]
-    assert cells[3:7] == ["100", "7.434", "1083.0", "32"]  # classes, params (M), MACs (M), input
+    r = rows["resnet32x4"]
+    assert (r["classes"], round(r["params"] / 1e6, 3), round(r["macs"] / 1e6, 1), r["input_size"]) == (100, 7.434, 1083.0, 32)
+    assert main(["models", "--family", "cifar"]) == 0  # the table shows the same numbers
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("resnet32x4 "))
+    assert line.split()[1:5] == ["cifar", "7.434", "1083.0", "32"]
