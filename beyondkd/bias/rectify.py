@@ -106,6 +106,7 @@ def rectify(
     *,
     smoothing: float = 0.1,
     right: Tensor | None = None,
+    top: Tensor | None = None,
 ) -> Tensor:
     """Rectify the rows of a teacher distribution on which the teacher is wrong.
 
@@ -118,6 +119,9 @@ def rectify(
         smoothing: ``eps`` of the ``label_smooth`` variant, in ``[0, 1)``.
         right: ``(N,)`` bool mask of the rows the teacher gets right (left unchanged); by
             default ``argmax(teacher_probs) == target``.
+        top: ``(N,)`` the teacher's top class on each row (``b``), when the caller decided it on
+            the logits; by default ``argmax(teacher_probs)`` (the runner-up where that is the
+            label of a row ``right`` calls wrong).
 
     Returns:
         ``(N, C)`` tensor of the input's dtype. Right rows are unchanged; every row still sums
@@ -132,8 +136,11 @@ def rectify(
     a = target.long()
     # the wrong row's top class; on a row that ``right`` calls wrong although its top class is
     # the label (a near-tie decided on the logits), the runner-up plays the teacher's top class
-    b = _scatter(p, a, torch.full_like(_gather(p, a), -1.0)).argmax(dim=1)
-    b = torch.where(p.argmax(dim=1) == a, b, p.argmax(dim=1))
+    if top is None:
+        b = _scatter(p, a, torch.full_like(_gather(p, a), -1.0)).argmax(dim=1)
+        b = torch.where(p.argmax(dim=1) == a, b, p.argmax(dim=1))
+    else:
+        b = top.long()
     t_a, t_b = _gather(p, a), _gather(p, b)
     num_classes = p.shape[1]
 
@@ -201,7 +208,9 @@ def rectified_teacher_logits(
     z = teacher_logits.detach()
     log_p = torch.log_softmax(z.to(_compute_dtype(z)) / temperature, dim=1)
     p = log_p.exp()
-    p_new = rectify(p, target, variant, smoothing=smoothing, right=right)
+    # which rows are wrong and which class the teacher puts on top are decided once, on the logits
+    # (a float32 softmax can round a near-tie either way)
+    p_new = rectify(p, target, variant, smoothing=smoothing, right=right, top=z.argmax(dim=1))
     tiny = torch.finfo(p_new.dtype).tiny
     log_p_new = torch.where(p_new == p, log_p, p_new.clamp_min(tiny).log())
     return torch.where(right.unsqueeze(1), temperature * log_p, temperature * log_p_new)

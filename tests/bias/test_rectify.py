@@ -165,7 +165,7 @@ def test_rectified_logits_reproduce_rectified_probs(variant, batch, temperature)
     zr = rectified_teacher_logits(z, y, temperature, variant)
     assert torch.isfinite(zr).all()
     # the mask is the logits' (a near-tie that the softmax rounds away is still decided there)
-    expected = rectify(torch.softmax(z / temperature, 1), y, variant, right=teacher_right_mask(z, y))
+    expected = rectify(torch.softmax(z / temperature, 1), y, variant, right=teacher_right_mask(z, y), top=z.argmax(1))
     assert torch.allclose(torch.softmax(zr / temperature, 1), expected, atol=1e-5)
 
 
@@ -247,7 +247,7 @@ def test_float64_is_computed_in_float64(variant):
     assert torch.allclose(out.sum(1), torch.ones(64, dtype=torch.float64), atol=1e-12)
     zr = rectified_teacher_logits(z, y, 2.0, variant)
     assert zr.dtype == torch.float64
-    assert torch.allclose(torch.softmax(zr / 2.0, 1), rectify(torch.softmax(z / 2.0, 1), y, variant, right=teacher_right_mask(z, y)), atol=1e-12)
+    assert torch.allclose(torch.softmax(zr / 2.0, 1), rectify(torch.softmax(z / 2.0, 1), y, variant, right=teacher_right_mask(z, y), top=z.argmax(1)), atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -278,3 +278,11 @@ def test_toward_label_makes_the_label_the_strict_top_and_keeps_the_others_ratios
         assert all(float(out[i, a]) > float(out[i, c]) for c in others)
         for c in others:  # every other class is scaled by the same factor t_a
             assert float(out[i, c]) == pytest.approx(t_a * float(p[i, c]), abs=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["paper", "strict", "swap"])
+def test_the_teachers_top_class_is_decided_on_the_logits_not_on_a_rounded_softmax(variant):
+    # class 2 leads by 6e-8: the softmax of these logits ties all three, so argmax of it would say class 1
+    z, y = torch.tensor([[0.0, 0.0, 5.96e-08]]), torch.tensor([0])
+    q = torch.softmax(rectified_teacher_logits(z, y, 1.0, variant), 1)[0]
+    assert q[1].item() == pytest.approx(1 / 3, abs=1e-6)  # the untouched class is 1, not the teacher's top class 2
