@@ -30,6 +30,7 @@ class RKD(FeatureDistiller):
 
     Params = RKDParams
     description = "distance + angle relations of pooled embeddings (Park et al. 2019)"
+    FEATURE_RANKS = (1, 2, 3)  # features are flattened per sample
 
     def default_points(self, model: nn.Module, role: str) -> list[str]:
         return self.require_points(model, role, ["pool"])

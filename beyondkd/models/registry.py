@@ -5,12 +5,14 @@ names (``stage1`` ... ``stageK``, ``pool``, ``preact_stageK``) mapped to module 
 feature methods hook (:mod:`beyondkd.models.features`). A path ending in ``:in`` means "the
 input of that module", which is how pre-ReLU features are read without rewriting a model.
 
-Any ``timm`` model is available as ``timm:<name>`` when timm is installed.
+Any ``timm`` model is available as ``timm:<name>`` when timm is installed, and any torchvision
+classification model as ``torchvision:<name>``; their feature points are found on the built
+model (:mod:`beyondkd.models.discover`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +35,8 @@ class ModelSpec:
         input_size: the image side the model is made for.
         feature_points: semantic feature name -> module path (``path:in`` for a module's input).
         description: one line for ``beyondkd models``.
+        discover: ``discover(model, in_channels) -> feature_points``, run on each built model
+            when the points depend on the model (timm's ``feature_info``; torchvision's traced).
     """
 
     name: str
@@ -41,6 +45,7 @@ class ModelSpec:
     input_size: int
     feature_points: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    discover: Callable[[nn.Module, int], dict[str, str]] | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -77,14 +82,20 @@ def model_names() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` of ``name`` (``timm:<name>`` gets a generic spec)."""
+    """The :class:`ModelSpec` of ``name`` (``timm:<name>`` and ``torchvision:<name>`` get generic specs)."""
     _ensure_loaded()
+    from beyondkd.models import discover
+
     if name.startswith("timm:"):
-        return ModelSpec(name, _timm_builder(name[5:]), "timm", 224, {}, f"timm model {name[5:]}")
+        return ModelSpec(name, _timm_builder(name[5:]), "timm", 224, {}, f"timm model {name[5:]}",
+                         discover=discover.timm_feature_points)
+    if name.startswith("torchvision:"):
+        return ModelSpec(name, _torchvision_builder(name[12:]), "torchvision", 224, {},
+                         f"torchvision model {name[12:]}", discover=discover.traced_feature_points)
     if name not in _REGISTRY:
         raise ConfigError(
             f"unknown model '{name}'{suggest(name, list(_REGISTRY))}: run 'beyondkd models' to list "
-            "the models, or use timm:<name> for a timm model"
+            "the models, or use timm:<name> / torchvision:<name> for a timm or torchvision model"
         )
     return _REGISTRY[name]
 
@@ -100,6 +111,20 @@ def _timm_builder(timm_name: str) -> ModelBuilder:
         return timm.create_model(
             timm_name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs
         )
+
+    return build
+
+
+def _torchvision_builder(tv_name: str) -> ModelBuilder:
+    def build(num_classes: int, in_channels: int = 3, **kwargs: object) -> nn.Module:
+        import torchvision.models as tvm
+
+        from beyondkd.models.imagenet_torchvision import replace_first_conv
+
+        known = tvm.list_models(module=tvm)
+        if tv_name not in known:
+            raise ConfigError(f"unknown torchvision classification model '{tv_name}'{suggest(tv_name, known)}")
+        return replace_first_conv(tvm.get_model(tv_name, weights=None, num_classes=num_classes, **kwargs), in_channels)
 
     return build
 
@@ -133,6 +158,8 @@ def build_model(
         model = spec.builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"model '{name}' does not accept the options {sorted(kwargs)}: {exc}") from exc
+    if spec.discover is not None:
+        spec = replace(spec, feature_points=spec.discover(model, in_channels))
     model.beyondkd_spec = spec  # type: ignore[attr-defined]
     if pretrained is not None:
         from beyondkd.models.weights import load_pretrained
