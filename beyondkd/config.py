@@ -44,11 +44,20 @@ class DataConfig(StrictSection):
 
 
 class ModelConfig(StrictSection):
-    """A network: registry name, optional local weights and architecture options."""
+    """A network: registry name, its weights (a local file or the library's) and architecture options."""
 
     name: str
     checkpoint: str | None = None
+    pretrained: bool = Field(
+        False, description="start from the weights timm/torchvision publish for this name, through their caches"
+    )
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_weights_source(self) -> "ModelConfig":
+        if self.pretrained and self.checkpoint:
+            raise ValueError("give either checkpoint (a local weights file) or pretrained: true (the library's weights), not both")
+        return self
 
 
 class OptimizerConfig(StrictSection):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,10 +104,42 @@ def _check_classes(role: str, meta: dict[str, Any], info: DatasetInfo, path: str
         )
 
 
+def load_library_network(mcfg: ModelConfig, info: DatasetInfo, role: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Build ``mcfg`` with the pretrained weights its library publishes (``pretrained: true``).
+
+    A teacher must predict the dataset's classes, so weights with another class count are
+    refused for it; a trained network is re-headed (a new, randomly initialised classifier),
+    which is said through the ``beyondkd`` logger.
+    """
+    from beyondkd.models.pretrained import classifier_name, pretrained_classes, weights_source
+    from beyondkd.models.registry import get_spec
+
+    source = weights_source(get_spec(mcfg.name))
+    classes = pretrained_classes(source) if source else None
+    if role == "teacher" and classes is not None and classes != info.num_classes:
+        raise ConfigError(
+            f"teacher {mcfg.name}: its pretrained weights predict {classes} classes but dataset '{info.name}' has "
+            f"{info.num_classes}: fine-tune it first (beyondkd train-teacher with model: {{name: {mcfg.name}, "
+            "pretrained: true}) and give its best.pt as teacher.checkpoint"
+        )
+    model = build_model(mcfg.name, info.num_classes, info.in_channels, library_weights=True, **mcfg.options)
+    if classes is not None and classes != info.num_classes:
+        logging.getLogger("beyondkd").warning(
+            "%s: re-headed for %s: the pretrained classifier predicts %d classes, the new one (%s, %d classes) "
+            "starts from random init; every other weight is pretrained", mcfg.name, info.name, classes,
+            classifier_name(model), info.num_classes,
+        )
+    return model, {"name": mcfg.name, "num_classes": info.num_classes, "in_channels": info.in_channels,
+                   "options": dict(mcfg.options)}
+
+
 def load_network(mcfg: ModelConfig, info: DatasetInfo, role: str, require_checkpoint: bool) -> tuple[nn.Module, dict[str, Any]]:
-    """Build a network for ``info`` and load its local weights (checked against the dataset)."""
+    """Build a network for ``info`` and load its weights: a local file (checked against the dataset) or the library's."""
+    if mcfg.pretrained:
+        return load_library_network(mcfg, info, role)
     if require_checkpoint and not mcfg.checkpoint:
-        raise ConfigError(f"{role}.checkpoint is missing: give the path of a trained {role} (beyondkd train-teacher writes best.pt)")
+        raise ConfigError(f"{role}.checkpoint is missing: give the path of a trained {role} (beyondkd train-teacher "
+                          f"writes best.pt), or {role}.pretrained: true for a timm/torchvision model's published weights")
     meta: dict[str, Any] = {}
     state = None
     if mcfg.checkpoint:
