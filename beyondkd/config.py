@@ -52,6 +52,10 @@ class ModelConfig(StrictSection):
         False, description="start from the weights timm/torchvision publish for this name, through their caches"
     )
     options: dict[str, Any] = Field(default_factory=dict)
+    freeze: list[str] = Field(
+        default_factory=list, description="glob patterns over parameter names that are not trained (e.g. layer1.*)"
+    )
+    train_bn: bool = Field(True, description="false: every batch norm keeps its weights and running statistics")
 
     @model_validator(mode="after")
     def _one_weights_source(self) -> "ModelConfig":
@@ -156,6 +160,12 @@ class RunConfig(RunBase):
     def trained(self) -> ModelConfig:
         """The network this run trains."""
         return super().trained
+
+    @model_validator(mode="after")
+    def _teacher_is_frozen_anyway(self) -> "RunConfig":
+        if self.teacher is not None and (self.teacher.freeze or not self.teacher.train_bn):
+            raise ValueError("teacher.freeze / teacher.train_bn: the teacher is always frozen; set them on the student")
+        return self
 
 
 def resolve_config_path(path: str | Path) -> Path:

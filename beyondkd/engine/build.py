@@ -22,6 +22,7 @@ from beyondkd.distillers.base import Distiller, DistillerContext
 from beyondkd.distillers.registry import build_distiller, format_validation_error, get_distiller_class, validate_params
 from beyondkd.engine.checkpoint import load_checkpoint
 from beyondkd.engine.evaluate import evaluation_sums, metrics_from_sums
+from beyondkd.engine.freeze import apply_freeze
 from beyondkd.engine.teacher_cache import CachedTeacherLoader, load_or_compute
 from beyondkd.engine.distributed import DistEnv
 from beyondkd.engine.trainer import Trainer, TrainResult
@@ -165,6 +166,18 @@ def load_network(mcfg: ModelConfig, info: DatasetInfo, role: str, require_checkp
     return model, meta
 
 
+def freeze_network(model: nn.Module, mcfg: ModelConfig, role: str) -> None:
+    """Apply ``freeze`` / ``train_bn`` of the trained network's section (:mod:`beyondkd.engine.freeze`)."""
+    if not mcfg.freeze and mcfg.train_bn:
+        return
+    report = apply_freeze(model, mcfg.freeze, mcfg.train_bn, role)
+    total = sum(1 for _ in model.parameters())
+    logging.getLogger("beyondkd").info(
+        "%s: %d of %d parameter tensors frozen, %d batch norms kept in eval mode",
+        role, len(report.frozen), total, len(report.eval_norms),
+    )
+
+
 def parse_bias(raw: dict[str, Any] | None) -> BiasConfig | None:
     """``method.bias`` -> :class:`BiasConfig` (``{preset: paper, variant: strict}``); None if absent."""
     if raw is None:
@@ -225,7 +238,9 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cach
     train_loader, ordered_loader, val_loader, info, facts = build_loaders(cfg, device, dist.rank, dist.world_size)
 
     trained = cfg.trained
-    student, student_meta = load_network(trained, info, "student" if mode == "distill" else "model", require_checkpoint=False)
+    role = "student" if mode == "distill" else "model"
+    student, student_meta = load_network(trained, info, role, require_checkpoint=False)
+    freeze_network(student, trained, role)
     teacher, teacher_acc, teacher_meta = None, None, {}
     if cfg.teacher is not None:
         teacher, teacher_meta = load_network(cfg.teacher, info, "teacher", require_checkpoint=True)
