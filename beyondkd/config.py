@@ -91,6 +91,10 @@ class MethodConfig(StrictSection):
     bias: dict[str, Any] | None = None
 
 
+#: metric sinks of ``train.loggers`` (:data:`beyondkd.engine.sinks.SINKS`)
+LoggerName = Literal["jsonl", "tensorboard", "mlflow", "wandb"]
+
+
 class TrainConfig(StrictSection):
     epochs: int = Field(10, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -112,6 +116,10 @@ class TrainConfig(StrictSection):
     threads: int | None = Field(None, ge=1)
     sync_bn: bool = False
     progress_bar: bool = True
+    loggers: list[LoggerName] = Field(
+        default_factory=lambda: ["jsonl", "tensorboard"],
+        description="metric sinks; metrics.jsonl is always written (beyondkd report and bench read it)",
+    )
 
 
 class RunBase(StrictSection):

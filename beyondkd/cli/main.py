@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from beyondkd.cli._messages import show_library_messages
+
+    show_library_messages()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

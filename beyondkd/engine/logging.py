@@ -1,4 +1,9 @@
-"""Run logs: one JSON line per epoch in ``metrics.jsonl`` and TensorBoard event files."""
+"""Run logs: the history of a run's epochs, handed to its metric sinks (:mod:`beyondkd.engine.sinks`).
+
+``metrics.jsonl`` (one JSON line per epoch) is always written; TensorBoard, MLflow and Weights &
+Biases are chosen with ``train.loggers``. Library messages (not metrics) go through the Python
+logger ``logging.getLogger("beyondkd")``.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +11,33 @@ import json
 from pathlib import Path
 from typing import Any
 
-from beyondkd.engine.checkpoint import atomic_write_text
+from beyondkd.engine.sinks import RunInfo, build_sinks
+
+#: the sinks of a run that does not choose (``train.loggers``' default)
+DEFAULT_LOGGERS = ("jsonl", "tensorboard")
 
 
 class MetricsLogger:
-    """Writes ``metrics.jsonl`` (rewritten atomically from the history) and TensorBoard scalars.
+    """Keeps a run's epoch records and hands them (and step scalars) to its sinks.
 
     Args:
         output_dir: the run folder.
         enabled: False on non-main ranks (nothing is written).
-        tensorboard: also write TensorBoard events under ``output_dir/tensorboard``.
+        tensorboard: with ``loggers`` unset, also write TensorBoard events (``jsonl`` alone if False).
+        loggers: sink names (:data:`beyondkd.engine.sinks.SINKS`); ``jsonl`` is always included.
+        run: the run's name and config, recorded by the trackers.
     """
 
-    def __init__(self, output_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, output_dir: Path, enabled: bool = True, tensorboard: bool = True,
+                 loggers: list[str] | tuple[str, ...] | None = None, run: RunInfo | None = None) -> None:
         self.output_dir = Path(output_dir)
         self.enabled = enabled
         self.history: list[dict[str, Any]] = []
-        self._tb = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
-            except ImportError:  # pragma: no cover - tensorboard is a dependency
-                self._tb = None
+        if loggers is None:
+            loggers = DEFAULT_LOGGERS if tensorboard else ("jsonl",)
+        # checked (names, installed packages) on every rank; opened on the first write, on the main rank only
+        sinks = build_sinks(loggers, self.output_dir, run or RunInfo())
+        self.sinks = sinks if enabled else []
 
     @property
     def path(self) -> Path:
@@ -38,34 +46,23 @@ class MetricsLogger:
     def restore(self, history: list[dict[str, Any]]) -> None:
         """Start from a resumed run's history (lines of later epochs are dropped)."""
         self.history = list(history)
-        self._flush()
+        for sink in self.sinks:
+            sink.restore(self.history)
 
     def log_epoch(self, record: dict[str, Any]) -> None:
-        """Append one epoch's record and mirror its numbers to TensorBoard."""
+        """Append one epoch's record and hand it to every sink."""
         self.history.append(record)
-        if not self.enabled:
-            return
-        self._flush()
-        if self._tb is not None:
-            epoch = int(record["epoch"])
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "epoch":
-                    self._tb.add_scalar(key.replace(".", "/"), value, epoch)
-            self._tb.flush()
+        for sink in self.sinks:
+            sink.log_epoch(record, self.history)
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
-        """Per-iteration scalars (TensorBoard only)."""
-        if self.enabled and self._tb is not None:
-            for key, value in scalars.items():
-                self._tb.add_scalar(f"step/{key}", value, step)
-
-    def _flush(self) -> None:
-        if self.enabled:
-            atomic_write_text("".join(json.dumps(r) + "\n" for r in self.history), self.path)
+        """Per-iteration scalars (trackers only; ``metrics.jsonl`` holds epochs)."""
+        for sink in self.sinks:
+            sink.log_step(step, scalars)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
