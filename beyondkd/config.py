@@ -41,6 +41,9 @@ class DataConfig(StrictSection):
     num_workers: int = Field(0, ge=0)
     image_size: int | None = Field(None, ge=8, description="resize images to this side")
     in_memory: Union[bool, Literal["auto"]] = "auto"
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="dataset-specific settings, validated by the dataset (image_folder: mean, std, ...)"
+    )
 
 
 class ModelConfig(StrictSection):

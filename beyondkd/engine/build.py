@@ -56,7 +56,7 @@ def seed_everything(seed: int) -> None:
 def build_loaders(cfg: RunConfig, device: torch.device, rank: int = 0, world_size: int = 1) -> tuple[Any, Any, Any, DatasetInfo, dict[str, Any]]:
     """Training loader, ordered un-augmented training loader, validation loader, info, data facts."""
     d = cfg.data
-    splits = build_splits(d.name, d.root, download=d.download, image_size=d.image_size, augment=d.augment)
+    splits = build_splits(d.name, d.root, options=d.options, download=d.download, image_size=d.image_size, augment=d.augment)
     info = splits.info
     facts = {"dataset": d.name, "root": d.root, "subset": d.subset, "seed": cfg.seed, "image_size": d.image_size,
              "precision": cfg.train.precision}
