@@ -112,10 +112,10 @@ def load_library_network(mcfg: ModelConfig, info: DatasetInfo, role: str) -> tup
     refused for it; a trained network is re-headed (a new, randomly initialised classifier),
     which is said through the ``beyondkd`` logger.
     """
-    from beyondkd.models.pretrained import classifier_name, pretrained_classes, weights_source
+    from beyondkd.models.pretrained import classifier_name, pretrained_classes
     from beyondkd.models.registry import get_spec
 
-    source = weights_source(get_spec(mcfg.name))
+    source = get_spec(mcfg.name).weights
     classes = pretrained_classes(source) if source else None
     if role == "teacher" and classes is not None and classes != info.num_classes:
         raise ConfigError(

@@ -31,12 +31,7 @@ from torch import nn
 from beyondkd.errors import BeyondKDError, ConfigError
 
 
-def weights_source(spec: object) -> str | None:
-    """``timm:<name>`` / ``torchvision:<builder>`` for a spec whose library publishes weights, else None."""
-    return getattr(spec, "weights", None)
-
-
-def _timm_name(source: str) -> str:
+def _library_name(source: str) -> str:
     return source.split(":", 1)[1]
 
 
@@ -54,12 +49,12 @@ def pretrained_classes(source: str) -> int:
     if source.startswith("timm:"):
         from timm.models import get_pretrained_cfg
 
-        cfg = get_pretrained_cfg(_timm_name(source))
+        cfg = get_pretrained_cfg(_library_name(source))
         if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
-            raise ConfigError(f"timm publishes no pretrained weights for '{_timm_name(source)}': remove pretrained: true "
+            raise ConfigError(f"timm publishes no pretrained weights for '{_library_name(source)}': remove pretrained: true "
                               "or give a local weights file as checkpoint:")
         return int(cfg.num_classes)
-    return len(_tv_weights(_timm_name(source)).meta["categories"])
+    return len(_tv_weights(_library_name(source)).meta["categories"])
 
 
 def _offline_error(source: str, cache: str, exc: BaseException) -> BeyondKDError:
@@ -86,7 +81,7 @@ def build_timm_pretrained(source: str, num_classes: int, in_channels: int, **opt
     """``timm.create_model(pretrained=True)`` with the cache-miss error of this module."""
     import timm
 
-    name = _timm_name(source)
+    name = _library_name(source)
     pretrained_classes(source)  # refuses names without weights before anything is built
     try:
         return timm.create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_channels, **options)
