@@ -41,14 +41,30 @@ class DataConfig(StrictSection):
     num_workers: int = Field(0, ge=0)
     image_size: int | None = Field(None, ge=8, description="resize images to this side")
     in_memory: Union[bool, Literal["auto"]] = "auto"
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="dataset-specific settings, validated by the dataset (image_folder: mean, std, ...)"
+    )
 
 
 class ModelConfig(StrictSection):
-    """A network: registry name, optional local weights and architecture options."""
+    """A network: registry name, its weights (a local file or the library's) and architecture options."""
 
     name: str
     checkpoint: str | None = None
+    pretrained: bool = Field(
+        False, description="start from the weights timm/torchvision publish for this name, through their caches"
+    )
     options: dict[str, Any] = Field(default_factory=dict)
+    freeze: list[str] = Field(
+        default_factory=list, description="glob patterns over parameter names that are not trained (e.g. layer1.*)"
+    )
+    train_bn: bool = Field(True, description="false: every batch norm keeps its weights and running statistics")
+
+    @model_validator(mode="after")
+    def _one_weights_source(self) -> "ModelConfig":
+        if self.pretrained and self.checkpoint:
+            raise ValueError("give either checkpoint (a local weights file) or pretrained: true (the library's weights), not both")
+        return self
 
 
 class OptimizerConfig(StrictSection):
@@ -78,6 +94,10 @@ class MethodConfig(StrictSection):
     bias: dict[str, Any] | None = None
 
 
+#: metric sinks of ``train.loggers`` (:data:`beyondkd.engine.sinks.SINKS`)
+LoggerName = Literal["jsonl", "tensorboard", "mlflow", "wandb"]
+
+
 class TrainConfig(StrictSection):
     epochs: int = Field(10, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -103,6 +123,10 @@ class TrainConfig(StrictSection):
     )
     teacher_readout_rows: int = Field(
         10_000, ge=0, description="training rows on which the teacher's accuracy is measured before training (0: off; cached logits: every row)"
+    )
+    loggers: list[LoggerName] = Field(
+        default_factory=lambda: ["jsonl", "tensorboard"],
+        description="metric sinks; metrics.jsonl is always written (beyondkd report and bench read it)",
     )
 
 
@@ -152,6 +176,12 @@ class RunConfig(RunBase):
     def trained(self) -> ModelConfig:
         """The network this run trains."""
         return super().trained
+
+    @model_validator(mode="after")
+    def _teacher_is_frozen_anyway(self) -> "RunConfig":
+        if self.teacher is not None and (self.teacher.freeze or not self.teacher.train_bn):
+            raise ValueError("teacher.freeze / teacher.train_bn: the teacher is always frozen; set them on the student")
+        return self
 
 
 def resolve_config_path(path: str | Path) -> Path:

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from beyondkd.cli._messages import show_library_messages
+
+    show_library_messages()
     parser = build_parser()
     # `distill -c x.yaml train.epochs=1 -o out data.subset=10`: argparse gives the overrides
     # after `-o out` back as unknown; commands that take KEY=VALUE overrides get them too

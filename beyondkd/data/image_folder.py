@@ -13,14 +13,20 @@ by default):
 * val (and train with ``data.augment: false``): ``Resize(round(S · 256/224))`` then
   ``CenterCrop(S)`` — 256 → 224 at the default size;
 * then ``ToTensor`` and normalisation with the ImageNet statistics mean (0.485, 0.456, 0.406),
-  std (0.229, 0.224, 0.225) (pixels in [0, 1]); ``image_folder`` uses them too unless the
-  ``mean``/``std`` options give others. Images are converted to RGB (3 channels).
+  std (0.229, 0.224, 0.225) (pixels in [0, 1]). Images are converted to RGB (3 channels).
+
+``image_folder`` takes ``data.options`` (:class:`ImageFolderOptions`, validated): ``mean`` and
+``std`` of your images, ``image_size`` (the crop side), ``crop_padding`` (an integer switches to
+the CIFAR-style recipe: resize to ``S×S``, then a random ``S×S`` crop of the image zero-padded
+by that many pixels; 0 = no crop; validation: the resize alone) and ``flip``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from beyondkd.data.base import DatasetInfo, Splits
 from beyondkd.data.registry import register_dataset
@@ -32,14 +38,62 @@ DEFAULT_IMAGENET_ROOT = "data/imagenet"
 IMAGENET_INFO = DatasetInfo("imagenet", 1000, 3, 224, IMAGENET_MEAN, IMAGENET_STD, crop_padding=0, flip=True)
 
 
-def image_transforms(image_size: int, train: bool, mean: Sequence[float], std: Sequence[float]):
+class ImageFolderOptions(BaseModel):
+    """``data.options`` of ``image_folder`` (see the module docstring).
+
+    Attributes:
+        mean, std: per-channel (R, G, B) statistics of your images, pixels in [0, 1].
+        image_size: side of the crop the networks see (default: ``data.image_size``, else 224).
+        crop_padding: ``None`` = ImageNet recipe (random-resized crop; resize + centre crop for
+            validation); an integer = resize to ``S×S``, random ``S×S`` crop with that zero padding.
+        flip: random horizontal flips in training.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    image_size: int | None = Field(None, ge=8)
+    crop_padding: int | None = Field(None, ge=0)
+    flip: bool = True
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _three_values(cls, value: object) -> object:
+        if not isinstance(value, (list, tuple)) or len(value) != 3:
+            raise ValueError("give 3 values, one per RGB channel")
+        return value
+
+    @field_validator("mean")
+    @classmethod
+    def _unit_pixels(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(0.0 <= v <= 1.0 for v in value):
+            raise ValueError("mean is in [0, 1] pixel units (divide 0-255 statistics by 255)")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(0.0 < v <= 1.0 for v in value):
+            raise ValueError("std must be in (0, 1] pixel units (divide 0-255 statistics by 255)")
+        return value
+
+
+def image_transforms(image_size: int, train: bool, mean: Sequence[float], std: Sequence[float],
+                     crop_padding: int | None = None, flip: bool = True):
     """The torchvision transform of one split (see the module docstring)."""
     from torchvision import transforms as T
 
-    if train:
-        head = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
+    if crop_padding is None:
+        if train:
+            head = [T.RandomResizedCrop(image_size)]
+        else:
+            head = [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
     else:
-        head = [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
+        head = [T.Resize((image_size, image_size))]
+        if train and crop_padding > 0:
+            head.append(T.RandomCrop(image_size, padding=crop_padding))
+    if train and flip:
+        head.append(T.RandomHorizontalFlip())
     return T.Compose([*head, T.ToTensor(), T.Normalize(list(mean), list(std))])
 
 
@@ -58,6 +112,8 @@ def load_image_folders(
     mean: Sequence[float],
     std: Sequence[float],
     expected_classes: int | None = None,
+    crop_padding: int | None = None,
+    flip: bool = True,
 ) -> Splits:
     """``ImageFolder`` splits of ``root/train`` and ``root/val`` with the standard transforms."""
     from torchvision.datasets import ImageFolder
@@ -71,8 +127,9 @@ def load_image_folders(
             )
     size = image_size or 224
     try:
-        train = ImageFolder(str(root / "train"), image_transforms(size, augment, mean, std), loader=_rgb_loader)
-        val = ImageFolder(str(root / "val"), image_transforms(size, False, mean, std), loader=_rgb_loader)
+        train = ImageFolder(str(root / "train"), image_transforms(size, augment, mean, std, crop_padding, flip),
+                            loader=_rgb_loader)
+        val = ImageFolder(str(root / "val"), image_transforms(size, False, mean, std, crop_padding, flip), loader=_rgb_loader)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{name}: {str(exc).splitlines()[0]} (each class folder needs at least one image)") from None
     if train.classes != val.classes:
@@ -83,7 +140,8 @@ def load_image_folders(
         )
     if expected_classes is not None and len(train.classes) != expected_classes:
         raise DataError(f"{name}: {root / 'train'} has {len(train.classes)} class folders, expected {expected_classes}")
-    info = DatasetInfo(name, len(train.classes), 3, size, tuple(mean), tuple(std), tuple(train.classes), crop_padding=0, flip=augment)
+    info = DatasetInfo(name, len(train.classes), 3, size, tuple(mean), tuple(std), tuple(train.classes),
+                       crop_padding=(crop_padding or 0) if augment else 0, flip=augment and flip)
     return Splits(train, val, info)
 
 
@@ -96,7 +154,8 @@ def imagenet(root: str | None = None, download: bool = False, image_size: int | 
     return load_image_folders("imagenet", root or DEFAULT_IMAGENET_ROOT, image_size, augment, IMAGENET_MEAN, IMAGENET_STD, 1000)
 
 
-@register_dataset("image_folder", default_root=None, description="your images, ImageFolder layout root/{train,val}/<class>")
+@register_dataset("image_folder", default_root=None, description="your images, ImageFolder layout root/{train,val}/<class>",
+                  options=ImageFolderOptions)
 def image_folder(
     root: str | None = None,
     download: bool = False,
@@ -104,11 +163,13 @@ def image_folder(
     augment: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    crop_padding: int | None = None,
+    flip: bool = True,
     **_: object,
 ) -> Splits:
-    """Any class-per-folder dataset; normalised with the ImageNet statistics by default."""
+    """Any class-per-folder dataset; ``data.options`` as :class:`ImageFolderOptions` (ImageNet statistics by default)."""
     if root is None:
         raise DataError("image_folder needs data.root: the folder holding train/<class>/ and val/<class>/")
     if download:
         raise DataError("image_folder reads your own files and cannot download: set data.download: false")
-    return load_image_folders("image_folder", root, image_size, augment, mean, std)
+    return load_image_folders("image_folder", root, image_size, augment, mean, std, crop_padding=crop_padding, flip=flip)

@@ -13,6 +13,7 @@ infinite loss stops the run with one line naming the term.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from beyondkd.engine.build import parse_bias, resolve_device, seed_everything
 from beyondkd.engine.checkpoint import atomic_save, atomic_write_text, capture_rng_state, load_checkpoint, restore_rng_state
 from beyondkd.engine.logging import MetricsLogger
 from beyondkd.errors import BeyondKDError, ConfigError, NonFiniteLossError
+
+_log = logging.getLogger("beyondkd")
 
 Mode = Literal["train-teacher", "distill"]
 
@@ -169,11 +172,11 @@ def train_detection(config: DetRunConfig, mode: Mode, resume: bool = False, echo
         logger.restore(list(ckpt["history"]))
         restore_rng_state(ckpt["rng"])
         if echo:
-            print(f"resumed {last_path} at epoch {start_epoch}")
+            _log.info(f"resumed {last_path} at epoch {start_epoch}")
     if mode == "distill" and tcfg.eval_teacher and not teacher_metrics:
         teacher_metrics, _ = evaluate_detector(method.teacher, data.val_loader, data.val.coco, data.val.label_to_cat, device)
         if echo:
-            print(f"teacher {config.teacher.backbone}: {format_metrics(teacher_metrics)}")  # type: ignore[union-attr]
+            _log.info(f"teacher {config.teacher.backbone}: {format_metrics(teacher_metrics)}")  # type: ignore[union-attr]
     meta = model_meta(trained_cfg)
     input_meta = {"min_size": config.data.min_size, "max_size": config.data.max_size}
     try:
@@ -207,7 +210,7 @@ def train_detection(config: DetRunConfig, mode: Mode, resume: bool = False, echo
                 for k, v in result.stats.items():
                     stat_sums[k] = stat_sums.get(k, 0.0) + float(v)
                 if echo and (i + 1) % tcfg.log_every == 0:
-                    print(f"epoch {epoch + 1} step {i + 1}/{steps_per_epoch} loss {float(result.loss.detach()):.4f} lr {optimizer.param_groups[0]['lr']:.5f}")
+                    _log.info(f"epoch {epoch + 1} step {i + 1}/{steps_per_epoch} loss {float(result.loss.detach()):.4f} lr {optimizer.param_groups[0]['lr']:.5f}")
             record: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "steps": n, "epoch_seconds": time.time() - t0}
             record.update({f"train_{k}": v / max(n, 1) for k, v in sums.items()})
             if "rois" in stat_sums and stat_sums["rois"] > 0:
@@ -220,7 +223,7 @@ def train_detection(config: DetRunConfig, mode: Mode, resume: bool = False, echo
                 metrics, _ = evaluate_detector(method.student, data.val_loader, data.val.coco, data.val.label_to_cat, device)
                 record.update(metrics)
                 if echo:
-                    print(f"epoch {epoch + 1}/{tcfg.epochs}: {format_metrics(metrics)}")
+                    _log.info(f"epoch {epoch + 1}/{tcfg.epochs}: {format_metrics(metrics)}")
                 if metrics["AP"] > best_ap:
                     best_ap, best_epoch, best = metrics["AP"], epoch + 1, {k: metrics[k] for k in metrics}
                     atomic_save({"model": method.student.state_dict(), "model_meta": meta, "input": input_meta, "epoch": epoch + 1, "metrics": best}, best_path)

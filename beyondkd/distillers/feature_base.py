@@ -4,8 +4,8 @@ A :class:`FeatureDistiller`:
 
 1. resolves its *feature points* — ``params.student_points`` / ``params.teacher_points`` or,
    when unset, the method's defaults expressed with the semantic names of the model registry
-   spec (``stage1..K``, ``pool``, ``preact_stageK``); any module path (``layer2``,
-   ``layer2.1.relu:in``) works too, so torchvision/timm models take explicit points. When
+   spec (``stage1..K``, ``pool``, ``preact_stageK``; found on the built model for ``timm:`` and
+   ``torchvision:`` models); any module path (``layer2``, ``layer2.1.relu:in``) works too. When
    both lists are defaults of different lengths (a 4-stage teacher, a 3-stage student), the
    deepest ``min(k_s, k_t)`` of each are paired (:meth:`FeatureDistiller.pair_default_points`);
    explicit lists must have equal lengths;
@@ -243,6 +243,9 @@ class FeatureDistiller(Distiller):
     PLUGIN_KD_WEIGHT: ClassVar[float] = 0.9
     #: False for batch-relational losses (a row's value depends on the other rows): no feature_rows
     per_sample_feature_loss: ClassVar[bool] = True
+    #: ranks of the per-sample features the method reads: 3 = ``(C, H, W)`` maps, 1 = ``(D,)``
+    #: vectors (2 = ``(L, D)`` tokens of a transformer, for methods that only flatten)
+    FEATURE_RANKS: ClassVar[tuple[int, ...]] = (1, 3)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: BaseModel, bias, context: DistillerContext) -> None:
         super().__init__(student, teacher, params, bias, context)
@@ -268,6 +271,8 @@ class FeatureDistiller(Distiller):
         self.student_hooks = FeatureHooks(student, self.student_points)
         self.teacher_hooks = FeatureHooks(self.teacher, self.teacher_points)
         s_shapes, t_shapes = self._probe_shapes()
+        self._check_ranks("student", self.student_points, s_shapes)
+        self._check_ranks("teacher", self.teacher_points, t_shapes)
         self.student_shapes, self.teacher_shapes = s_shapes, t_shapes
         self.build_connectors(s_shapes, t_shapes)
 
@@ -323,6 +328,15 @@ class FeatureDistiller(Distiller):
         self.student_hooks.features.clear()
         self.teacher_hooks.features.clear()
         return s, t
+
+    def _check_ranks(self, role: str, points: list[str], shapes: list[torch.Size]) -> None:
+        for point, shape in zip(points, shapes):
+            if len(shape) not in self.FEATURE_RANKS:
+                kinds = {1: "(N, D) vectors", 2: "(N, L, D) tokens", 3: "(N, C, H, W) maps"}
+                raise ConfigError(
+                    f"method '{self.name}' reads {' or '.join(kinds[r] for r in self.FEATURE_RANKS)}, but {role} point "
+                    f"'{point}' has shape (N, {', '.join(map(str, shape))}): set method.params.{role}_points to other points"
+                )
 
     def release_features(self) -> None:
         """Drop the hooks' references to this step's tensors (the loss keeps what it needs)."""

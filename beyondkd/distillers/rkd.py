@@ -31,6 +31,7 @@ class RKD(FeatureDistiller):
     per_sample_feature_loss = False  # batch-relational: a row's value depends on the other rows
     Params = RKDParams
     description = "distance + angle relations of pooled embeddings (Park et al. 2019)"
+    FEATURE_RANKS = (1, 2, 3)  # features are flattened per sample
 
     def default_points(self, model: nn.Module, role: str) -> list[str]:
         return self.require_points(model, role, ["pool"])

@@ -30,6 +30,7 @@ class SP(FeatureDistiller):
     per_sample_feature_loss = False  # batch-relational: a row's value depends on the other rows
     Params = SPParams
     description = "batch similarity matrices of the last stage (Tung & Mori 2019)"
+    FEATURE_RANKS = (1, 2, 3)  # features are flattened per sample
 
     def default_points(self, model: nn.Module, role: str) -> list[str]:
         return self.stages(model, role)[-1:]

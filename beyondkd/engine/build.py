@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from beyondkd.distillers.base import Distiller, DistillerContext
 from beyondkd.distillers.registry import build_distiller, format_validation_error, get_distiller_class, validate_params
 from beyondkd.engine.checkpoint import load_checkpoint
 from beyondkd.engine.evaluate import evaluation_sums, metrics_from_sums
+from beyondkd.engine.freeze import apply_freeze
 from beyondkd.engine.teacher_cache import CachedTeacherLoader, load_or_compute
 from beyondkd.engine.teacher_readout import TeacherReadout, measure_teacher_on_train_rows
 from beyondkd.engine.distributed import DistEnv
@@ -55,7 +57,7 @@ def seed_everything(seed: int) -> None:
 def build_loaders(cfg: RunConfig, device: torch.device, rank: int = 0, world_size: int = 1) -> tuple[Any, Any, Any, DatasetInfo, dict[str, Any]]:
     """Training loader, ordered un-augmented training loader, validation loader, info, data facts."""
     d = cfg.data
-    splits = build_splits(d.name, d.root, download=d.download, image_size=d.image_size, augment=d.augment)
+    splits = build_splits(d.name, d.root, options=d.options, download=d.download, image_size=d.image_size, augment=d.augment)
     info = splits.info
     facts = {"dataset": d.name, "root": d.root, "subset": d.subset, "seed": cfg.seed, "image_size": d.image_size,
              "precision": cfg.train.precision}
@@ -117,10 +119,42 @@ def _check_classes(role: str, meta: dict[str, Any], info: DatasetInfo, path: str
         )
 
 
+def load_library_network(mcfg: ModelConfig, info: DatasetInfo, role: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Build ``mcfg`` with the pretrained weights its library publishes (``pretrained: true``).
+
+    A teacher must predict the dataset's classes, so weights with another class count are
+    refused for it; a trained network is re-headed (a new, randomly initialised classifier),
+    which is said through the ``beyondkd`` logger.
+    """
+    from beyondkd.models.pretrained import classifier_name, pretrained_classes
+    from beyondkd.models.registry import get_spec
+
+    source = get_spec(mcfg.name).weights
+    classes = pretrained_classes(source) if source else None
+    if role == "teacher" and classes is not None and classes != info.num_classes:
+        raise ConfigError(
+            f"teacher {mcfg.name}: its pretrained weights predict {classes} classes but dataset '{info.name}' has "
+            f"{info.num_classes}: fine-tune it first (beyondkd train-teacher with model: {{name: {mcfg.name}, "
+            "pretrained: true}) and give its best.pt as teacher.checkpoint"
+        )
+    model = build_model(mcfg.name, info.num_classes, info.in_channels, library_weights=True, **mcfg.options)
+    if classes is not None and classes != info.num_classes:
+        logging.getLogger("beyondkd").warning(
+            "%s: re-headed for %s: the pretrained classifier predicts %d classes, the new one (%s, %d classes) "
+            "starts from random init; every other weight is pretrained", mcfg.name, info.name, classes,
+            classifier_name(model), info.num_classes,
+        )
+    return model, {"name": mcfg.name, "num_classes": info.num_classes, "in_channels": info.in_channels,
+                   "options": dict(mcfg.options)}
+
+
 def load_network(mcfg: ModelConfig, info: DatasetInfo, role: str, require_checkpoint: bool) -> tuple[nn.Module, dict[str, Any]]:
-    """Build a network for ``info`` and load its local weights (checked against the dataset)."""
+    """Build a network for ``info`` and load its weights: a local file (checked against the dataset) or the library's."""
+    if mcfg.pretrained:
+        return load_library_network(mcfg, info, role)
     if require_checkpoint and not mcfg.checkpoint:
-        raise ConfigError(f"{role}.checkpoint is missing: give the path of a trained {role} (beyondkd train-teacher writes best.pt)")
+        raise ConfigError(f"{role}.checkpoint is missing: give the path of a trained {role} (beyondkd train-teacher "
+                          f"writes best.pt), or {role}.pretrained: true for a timm/torchvision model's published weights")
     meta: dict[str, Any] = {}
     state = None
     if mcfg.checkpoint:
@@ -144,6 +178,18 @@ def load_network(mcfg: ModelConfig, info: DatasetInfo, role: str, require_checkp
         load_state_into(model, state, mcfg.checkpoint)
     meta = {"name": mcfg.name, "num_classes": info.num_classes, "in_channels": info.in_channels, "options": options}
     return model, meta
+
+
+def freeze_network(model: nn.Module, mcfg: ModelConfig, role: str) -> None:
+    """Apply ``freeze`` / ``train_bn`` of the trained network's section (:mod:`beyondkd.engine.freeze`)."""
+    if not mcfg.freeze and mcfg.train_bn:
+        return
+    report = apply_freeze(model, mcfg.freeze, mcfg.train_bn, role)
+    total = sum(1 for _ in model.parameters())
+    logging.getLogger("beyondkd").info(
+        "%s: %d of %d parameter tensors frozen, %d batch norms kept in eval mode",
+        role, len(report.frozen), total, len(report.eval_norms),
+    )
 
 
 def parse_bias_with_preset(raw: dict[str, Any] | None) -> tuple[BiasConfig, str] | None:
@@ -239,7 +285,9 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cach
     check_batch_size(cfg.data.batch_size, facts["num_samples"], cfg.data.subset, dist.world_size)
 
     trained = cfg.trained
-    student, student_meta = load_network(trained, info, "student" if mode == "distill" else "model", require_checkpoint=False)
+    role = "student" if mode == "distill" else "model"
+    student, student_meta = load_network(trained, info, role, require_checkpoint=False)
+    freeze_network(student, trained, role)
     teacher, teacher_acc, teacher_meta = None, None, {}
     if cfg.teacher is not None:
         teacher, teacher_meta = load_network(cfg.teacher, info, "teacher", require_checkpoint=True)

@@ -1,5 +1,10 @@
-"""Run logs: one JSON line per epoch in ``metrics.jsonl``, TensorBoard event files, and the
-progress of an epoch (a tqdm bar on a terminal, one plain line per epoch otherwise)."""
+"""Run logs: the history of a run's epochs, handed to its metric sinks (:mod:`beyondkd.engine.sinks`),
+and the progress of an epoch (a tqdm bar on a terminal, one plain line per epoch otherwise).
+
+``metrics.jsonl`` (one JSON line per epoch) is always written; TensorBoard, MLflow and Weights &
+Biases are chosen with ``train.loggers``. Library messages (not metrics) go through the Python
+logger ``logging.getLogger("beyondkd")``.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +14,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-from beyondkd.engine.checkpoint import atomic_write_text
+from beyondkd.engine.sinks import RunInfo, build_sinks
+
+#: the sinks of a run that does not choose (``train.loggers``' default)
+DEFAULT_LOGGERS = ("jsonl", "tensorboard")
 
 
 class MetricsLogger:
-    """Writes ``metrics.jsonl`` (rewritten atomically from the history) and TensorBoard scalars.
+    """Keeps a run's epoch records and hands them (and step scalars) to its sinks.
 
     Args:
         output_dir: the run folder.
         enabled: False on non-main ranks (nothing is written).
-        tensorboard: also write TensorBoard events under ``output_dir/tensorboard``.
+        tensorboard: with ``loggers`` unset, also write TensorBoard events (``jsonl`` alone if False).
+        loggers: sink names (:data:`beyondkd.engine.sinks.SINKS`); ``jsonl`` is always included.
+        run: the run's name and config, recorded by the trackers.
     """
 
-    def __init__(self, output_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, output_dir: Path, enabled: bool = True, tensorboard: bool = True,
+                 loggers: list[str] | tuple[str, ...] | None = None, run: RunInfo | None = None) -> None:
         self.output_dir = Path(output_dir)
         self.enabled = enabled
         self.history: list[dict[str, Any]] = []
-        self._tensorboard = enabled and tensorboard
-        self._tb = None  # created on the first scalar, so a run that fails to start writes nothing
-
-    def _writer(self):
-        """The TensorBoard writer (created on first use), or None when TensorBoard is off."""
-        if self._tb is None and self._tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # pragma: no cover - tensorboard is a dependency
-                self._tensorboard = False
-                return None
-            self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
-        return self._tb
+        if loggers is None:
+            loggers = DEFAULT_LOGGERS if tensorboard else ("jsonl",)
+        # checked (names, installed packages) on every rank; opened on the first write, on the main rank only
+        sinks = build_sinks(loggers, self.output_dir, run or RunInfo())
+        self.sinks = sinks if enabled else []
 
     @property
     def path(self) -> Path:
@@ -46,36 +49,23 @@ class MetricsLogger:
     def restore(self, history: list[dict[str, Any]]) -> None:
         """Start from a resumed run's history (lines of later epochs are dropped)."""
         self.history = list(history)
-        self._flush()
+        for sink in self.sinks:
+            sink.restore(self.history)
 
     def log_epoch(self, record: dict[str, Any]) -> None:
-        """Append one epoch's record and mirror its numbers to TensorBoard."""
+        """Append one epoch's record and hand it to every sink."""
         self.history.append(record)
-        if not self.enabled:
-            return
-        self._flush()
-        tb = self._writer()
-        if tb is not None:
-            epoch = int(record["epoch"])
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "epoch":
-                    tb.add_scalar(key.replace(".", "/"), value, epoch)
-            tb.flush()
+        for sink in self.sinks:
+            sink.log_epoch(record, self.history)
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
-        """Per-iteration scalars (TensorBoard only)."""
-        tb = self._writer() if self.enabled else None
-        if tb is not None:
-            for key, value in scalars.items():
-                tb.add_scalar(f"step/{key}", value, step)
-
-    def _flush(self) -> None:
-        if self.enabled:
-            atomic_write_text("".join(json.dumps(r) + "\n" for r in self.history), self.path)
+        """Per-iteration scalars (trackers only; ``metrics.jsonl`` holds epochs)."""
+        for sink in self.sinks:
+            sink.log_step(step, scalars)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 class EpochLine:

@@ -38,6 +38,7 @@ from beyondkd.engine.evaluate import evaluation_sums, metrics_from_sums
 from beyondkd.engine.logging import MetricsLogger, epoch_progress
 from beyondkd.engine.optim import build_optimizer, build_scheduler, clip_gradients_per_optimizer
 from beyondkd.engine.plots import plot_accuracy
+from beyondkd.engine.sinks import RunInfo
 from beyondkd.errors import BeyondKDError, NonFiniteLossError
 
 
@@ -120,7 +121,8 @@ class Trainer:
             raise BeyondKDError("train.precision fp16 needs a CUDA device: use bf16 or fp32 on the CPU")
         self._amp_dtype = amp_dtype
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
-        self.logger = MetricsLogger(self.output_dir, enabled=dist.is_main)
+        self.logger = MetricsLogger(self.output_dir, enabled=dist.is_main, loggers=cfg.loggers,
+                                    run=RunInfo(str(self.meta.get("name", "run")), dict(self.meta.get("config", {}))))
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0

@@ -5,7 +5,9 @@
 batch norm) are thin wrappers: built with ``weights=None`` (nothing is downloaded) and
 ``num_classes``; for ``in_channels != 3`` the first convolution is replaced by one of the same
 shape taking ``in_channels``. Pretrained torchvision weights load from a local file through
-``model.checkpoint`` / ``build_model(pretrained=...)`` (their key names are torchvision's).
+``model.checkpoint`` / ``build_model(pretrained=...)`` (their key names are torchvision's), or
+by name with ``pretrained: true`` (torchvision's ``DEFAULT`` weights through the torch hub
+cache, :mod:`beyondkd.models.pretrained`).
 
 Feature points: ResNets read ``layerK`` and, for the pre-ReLU output, the input of the block's
 ReLU module (``layerK.J.relu:in``; torchvision's block calls its one ReLU several times and the
@@ -61,6 +63,7 @@ for _depth, _blocks in _RESNET_BLOCKS.items():
         input_size=224,
         feature_points=_points,
         description=f"torchvision ResNet-{_depth} (weights=None)",
+        weights=f"torchvision:resnet{_depth}",
     )(_tv(f"resnet{_depth}"))
 
 # torchvision mobilenet_v2 ``features``: 0 stem (112), 1 (16c, 112), 2-3 (24c, 56), 4-6 (32c, 28),
@@ -72,6 +75,7 @@ register_model(
     input_size=224,
     feature_points={"stem": "features.1", **_MV2, **{f"preact_{k}": v for k, v in _MV2.items()}, "pool": "classifier:in"},
     description="torchvision MobileNetV2 1.0x (weights=None)",
+    weights="torchvision:mobilenet_v2",
 )(_tv("mobilenet_v2"))
 
 register_model(
@@ -80,6 +84,7 @@ register_model(
     input_size=224,
     feature_points={"stem": "maxpool", "stage1": "stage2", "stage2": "stage3", "stage3": "stage4", "pool": "fc:in"},
     description="torchvision ShuffleNetV2 1.0x (weights=None)",
+    weights="torchvision:shufflenet_v2_x1_0",
 )(_tv("shufflenet_v2_x1_0"))
 
 # torchvision vgg16_bn ``features``: conv-BN-ReLU triples with max-pools at 6, 13, 23, 33, 43;
@@ -96,4 +101,5 @@ register_model(
         "pool": "classifier:in",
     },
     description="torchvision VGG-16 with batch norm (vgg16_bn, weights=None)",
+    weights="torchvision:vgg16_bn",
 )(_tv("vgg16_bn"))
