@@ -23,10 +23,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+
+def world_size_from_env() -> int:
+    """The number of processes torchrun started (1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class DistEnv:
     @classmethod
     def from_env(cls, device_type: str = "cpu") -> "DistEnv":
         """Join the process group torchrun describes in the environment (no-op when absent)."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = world_size_from_env()
         if world <= 1:
             return cls()
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
@@ -64,6 +70,28 @@ class DistEnv:
         if self.enabled:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
+
+    def all_reduce_min(self, t: Tensor) -> Tensor:
+        """Minimum of ``t`` over ranks (in place; returns it). Identity for one process."""
+        if self.enabled:
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return t
+
+    def all_gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` for one process."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def all_true(self, flag: bool, device: torch.device) -> bool:
         """True only if ``flag`` is true on every rank."""
