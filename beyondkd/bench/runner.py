@@ -32,6 +32,7 @@ Status = Literal["done", "resume", "new"]
 # Settings that do not change what a run computes: a finished run is reused across them.
 VOLATILE_KEYS = frozenset({
     "train.progress_bar", "train.device", "train.cache_dir", "train.log_every", "train.threads", "train.teacher_readout_rows",
+    "train.nan_check_every",
     "data.num_workers", "data.root", "data.download", "name",
 })
 
