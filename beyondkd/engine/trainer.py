@@ -1,6 +1,7 @@
 """The training loop, the one of every task and method. It knows no task and no method.
 
-Per epoch: ``training_step`` of the method on each batch (under autocast when asked), the on-device non-finite guard, one backward, a
+Per epoch: ``training_step`` of the method on each batch (under autocast when asked, through
+``DistributedDataParallel`` under torchrun), the on-device non-finite guard, one backward, a
 step of every parameter group's optimizer and per-iteration LR schedule; then the epoch's
 record (the method's statistics reduced as each declares, the LR of every parameter group),
 evaluation by the task, one line in ``metrics.jsonl``, TensorBoard scalars and an atomic
@@ -38,7 +39,7 @@ from beyondkd.engine.checkpoint import (
     restore_rng_state,
 )
 from beyondkd.engine.classification import ClassificationTask
-from beyondkd.engine.distributed import DistEnv
+from beyondkd.engine.distributed import DistEnv, average_buffers, wrap_replicated
 from beyondkd.engine.epoch_sums import EpochSums
 from beyondkd.engine.logging import MetricsLogger
 from beyondkd.engine.nonfinite import NonFiniteGuard
@@ -93,7 +94,7 @@ class Trainer:
             method and plug-in), ``length_dependence`` (why ``train.epochs`` may not change on
             resume), ``epoch_constants`` (added to every epoch record, e.g. ``teacher_acc``)
             and whatever the task's summary reads.
-        dist: distributed context (gradients and metrics are averaged over its ranks).
+        dist: distributed context (the trainable part is wrapped in DistributedDataParallel).
         task: the task (default: classification).
         logger: the run's metrics logger (default: ``metrics.jsonl`` and TensorBoard on rank 0).
     """
@@ -130,7 +131,7 @@ class Trainer:
         self._amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
         self.logger = logger if logger is not None else MetricsLogger(self.output_dir, enabled=dist.is_main)
-        self._trainable = [p for params in distiller.param_groups().values() for p in params]
+        self._replicated = wrap_replicated(distiller, dist, device) if dist.enabled else None
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -189,13 +190,21 @@ class Trainer:
             "history": self.logger.history,
         }
 
-    def save(self, path: Path, partial: EpochSums | None = None) -> None:
+    def _sync_buffers(self) -> None:
+        """Every process's replicated buffers (BatchNorm statistics) made equal (a collective call)."""
+        if self._replicated is not None:
+            average_buffers(self._replicated.module, self.dist)
+
+    def save(self, path: Path, partial: EpochSums | None = None, sync: bool = True) -> None:
         """Write a checkpoint (rank 0), never after a non-finite loss (a collective call under torchrun).
 
         Args:
             partial: the running epoch's sums, for a mid-epoch checkpoint.
+            sync: average the replicated buffers first (skipped when just done).
         """
         self.guard.check()
+        if sync:
+            self._sync_buffers()
         state = partial.reduced_state(self.dist) if partial is not None else None
         if self.dist.is_main:
             atomic_save(self._checkpoint(state), path)
@@ -238,7 +247,7 @@ class Trainer:
         if self._partial is not None:
             sums.load_state(self._partial, holds_sums=self.dist.is_main)
             self._partial = None
-        step = d.training_step
+        step = self._replicated if self._replicated is not None else d.training_step
         t0 = time.perf_counter()
         bar = self._progress_bar()
         for batch in self.train_loader:
@@ -249,7 +258,6 @@ class Trainer:
             for opt in self.optimizers.values():
                 opt.zero_grad(set_to_none=True)
             self.scaler.scale(out.loss).backward()
-            self.dist.average_gradients(self._trainable)
             # a group the step left without gradient (a phase that trains other groups) is not stepped
             stepping = [opt for opt in self.optimizers.values() if _has_gradient(opt)]
             if self.cfg.grad_clip is not None:
@@ -331,6 +339,7 @@ class Trainer:
             record: dict[str, Any] = {"epoch": self.epoch}
             record.update(self._train_epoch())
             record.update(self._learning_rates())
+            self._sync_buffers()  # the evaluated model is the saved one
             if (self.epoch + 1) % self.cfg.eval_every == 0 or self.epoch + 1 == self.cfg.epochs:
                 record.update(self.evaluate())
             record.update(self.meta.get("epoch_constants", {}))
@@ -341,9 +350,9 @@ class Trainer:
             self.logger.log_epoch(record)
             self.epoch += 1
             self.step_in_epoch = 0
-            self.save(self.last_path)
+            self.save(self.last_path, sync=False)
             if is_best:
-                self.save(self.best_path)
+                self.save(self.best_path, sync=False)
         return self._finish()
 
     def _finish(self) -> TrainResult:

@@ -1,0 +1,38 @@
+"""Run under torchrun by tests/engine/test_distributed.py: a distill run that every rank stops
+after the same number of batches, as a kill would (``last.pt`` is what survives).
+
+    torchrun --nproc_per_node 2 tests/engine/ddp_interrupt.py CONFIG.yaml STOP_AFTER_BATCHES
+"""
+
+from __future__ import annotations
+
+import sys
+
+from beyondkd.config import load_config
+from beyondkd.engine.build import prepare_run
+
+
+class StopAfter:
+    """Wraps a loader and exits after ``n`` batches."""
+
+    def __init__(self, loader, n: int) -> None:
+        self.loader, self.n, self.count = loader, n, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, *args, **kwargs) -> None:
+        self.loader.set_epoch(*args, **kwargs)
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self.count == self.n:
+                raise SystemExit(3)
+            self.count += 1
+            yield batch
+
+
+if __name__ == "__main__":
+    prepared = prepare_run(load_config(sys.argv[1]), "distill", resume=False)
+    prepared.trainer.train_loader = StopAfter(prepared.trainer.train_loader, int(sys.argv[2]))
+    prepared.trainer.fit()
