@@ -1,4 +1,7 @@
-"""PNG plots of runs: accuracy against epoch (BTKD Fig. 4 style) and the bias statistics."""
+"""PNG plots of runs: accuracy against epoch (BTKD Fig. 4 style); :func:`save_figure` for every PNG.
+
+The plug-in's statistics are plotted by :mod:`beyondkd.bench.plots` (``beyondkd report``).
+"""
 
 from __future__ import annotations
 
@@ -47,25 +50,6 @@ def plot_accuracy(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return save_figure(fig, path)
-
-
-def plot_bias_stats(runs: Mapping[str, History], path: str | Path, title: str = "Teacher bias over training") -> Path:
-    """Per epoch: fraction of rows the teacher got right, fraction rectified, and γ."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=120)
-    panels = (("frac_right", "rows teacher right"), ("frac_rectified", "rows rectified"), ("gamma", "γ (mean over the epoch's steps)"))
-    for ax, (key, label) in zip(axes, panels):
-        for run_label, history in runs.items():
-            pts = [(r["epoch"] + 1, r[key]) for r in history if key in r]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o", markersize=3, label=run_label)
-        ax.set_title(label)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title)
     return save_figure(fig, path)
 
 
