@@ -98,17 +98,6 @@ class Plan:
         return [r for s in self.seeds for g in self.groups for row in g.rows for r in row.runs if r.seed == s]
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def check_recorded_config(run_dir: Path, config: RunConfig) -> None:
     """Raise if ``run_dir/config.yaml`` records a different run than ``config``.
 
@@ -117,6 +106,7 @@ def check_recorded_config(run_dir: Path, config: RunConfig) -> None:
     another default bias preset, is a different run and is never reused.
     """
     from beyondkd.engine.build import resolved_config
+    from beyondkd.engine.resume import flatten as _flatten
 
     path = run_dir / "config.yaml"
     if not path.is_file():

@@ -99,14 +99,6 @@ class DistEnv:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-    def shutdown(self) -> None:
-        if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
-
 
 def leave_process_group() -> None:
     """Destroy the process group if this process joined one (before exit: a live group with

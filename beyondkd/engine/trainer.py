@@ -154,11 +154,6 @@ class Trainer:
     def best_path(self) -> Path:
         return self.output_dir / "best.pt"
 
-    @property
-    def best_acc(self) -> float:
-        """The best value of the task's metric so far (kept for classification callers)."""
-        return self.best_value
-
     def _new_guard(self) -> NonFiniteGuard:
         return NonFiniteGuard(self.device, self.global_step, self.steps_per_epoch, self.last_path,
                               self.task.nonfinite_hint, self.dist)

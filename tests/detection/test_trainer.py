@@ -17,6 +17,7 @@ from beyondkd.detection.task import lr_factor, prepare_detection_run, run_detect
 from beyondkd.engine.checkpoint import load_checkpoint
 from beyondkd.engine.logging import read_metrics
 from beyondkd.errors import BeyondKDError, ConfigError, NonFiniteLossError
+from tests.conftest import StopAfter
 from tests.detection.tiny_coco import tiny_model, tiny_run
 
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -75,25 +76,6 @@ def test_distill_kd_and_btkd_end_to_end(tiny_coco: dict[str, str], tiny_teacher:
     assert summary["mode"] == "distill" and summary == result.summary
 
 
-class _StopAfter:
-    """Wraps a loader and raises after ``n`` batches, like a kill mid-epoch."""
-
-    def __init__(self, loader, n):
-        self.loader, self.n, self.count = loader, n, 0
-
-    def __len__(self):
-        return len(self.loader)
-
-    def set_epoch(self, *a, **k):
-        self.loader.set_epoch(*a, **k)
-
-    def __iter__(self):
-        for b in self.loader:
-            if self.count == self.n:
-                raise KeyboardInterrupt
-            self.count += 1
-            yield b
-
 
 def test_interrupted_detection_run_resumes_to_identical_weights(tiny_coco: dict[str, str], tmp_path: Path) -> None:
     def config(out: Path):
@@ -102,7 +84,7 @@ def test_interrupted_detection_run_resumes_to_identical_weights(tiny_coco: dict[
 
     full = run_detection(config(tmp_path / "full"), "train-teacher")
     part = prepare_detection_run(config(tmp_path / "part"), "train-teacher")
-    part.trainer.train_loader = _StopAfter(part.trainer.train_loader, 3)  # epoch 2, after its first step
+    part.trainer.train_loader = StopAfter(part.trainer.train_loader, 3)  # epoch 2, after its first step
     with pytest.raises(KeyboardInterrupt):
         part.trainer.fit()
     assert load_checkpoint(tmp_path / "part" / "last.pt")["step_in_epoch"] == 1

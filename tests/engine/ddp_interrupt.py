@@ -10,29 +10,10 @@ import sys
 
 from beyondkd.config import load_config
 from beyondkd.engine.build import prepare_run
-
-
-class StopAfter:
-    """Wraps a loader and exits after ``n`` batches."""
-
-    def __init__(self, loader, n: int) -> None:
-        self.loader, self.n, self.count = loader, n, 0
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def set_epoch(self, *args, **kwargs) -> None:
-        self.loader.set_epoch(*args, **kwargs)
-
-    def __iter__(self):
-        for batch in self.loader:
-            if self.count == self.n:
-                raise SystemExit(3)
-            self.count += 1
-            yield batch
+from tests.conftest import StopAfter
 
 
 if __name__ == "__main__":
     prepared = prepare_run(load_config(sys.argv[1]), "distill", resume=False)
-    prepared.trainer.train_loader = StopAfter(prepared.trainer.train_loader, int(sys.argv[2]))
+    prepared.trainer.train_loader = StopAfter(prepared.trainer.train_loader, int(sys.argv[2]), exc=SystemExit(3))
     prepared.trainer.fit()

@@ -14,7 +14,7 @@ from beyondkd.engine.build import prepare_run, run_training
 from beyondkd.engine.checkpoint import load_checkpoint
 from beyondkd.engine.trainer import Trainer
 from beyondkd.errors import BeyondKDError, NonFiniteLossError
-from tests.conftest import slice_config
+from tests.conftest import StopAfter, slice_config
 
 
 def _weights(path):
@@ -63,25 +63,6 @@ def test_teacher_logits_cache_is_reused_and_keyed(fmnist_slice, slice_teacher, t
     assert len(list(cache.glob("teacher_logits_*.pt"))) == 2  # data changed: new cache
 
 
-class _StopAfter:
-    """Wraps a loader and raises after ``n`` batches, like a kill mid-epoch."""
-
-    def __init__(self, loader, n):
-        self.loader, self.n, self.count = loader, n, 0
-
-    def __len__(self):
-        return len(self.loader)
-
-    def set_epoch(self, *a, **k):
-        self.loader.set_epoch(*a, **k)
-
-    def __iter__(self):
-        for b in self.loader:
-            if self.count == self.n:
-                raise KeyboardInterrupt
-            self.count += 1
-            yield b
-
 
 def test_interrupted_and_resumed_run_ends_with_identical_weights(fmnist_slice, slice_teacher, tmp_path):
     def config(out):
@@ -92,7 +73,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(fmnist_slice, s
     full = prepare_run(config(tmp_path / "full"), "distill")
     full.trainer.fit()
     part = prepare_run(config(tmp_path / "part"), "distill")
-    part.trainer.train_loader = _StopAfter(part.trainer.train_loader, 14)  # epoch 2, step 4 of 10
+    part.trainer.train_loader = StopAfter(part.trainer.train_loader, 14)  # epoch 2, step 4 of 10
     with pytest.raises(KeyboardInterrupt):
         part.trainer.fit()
     assert load_checkpoint(tmp_path / "part" / "last.pt")["step_in_epoch"] == 2
