@@ -92,26 +92,6 @@ def slice_config(root: Path, out: Path, teacher: Path | None, **sections):
     return deep_merge(raw, sections)
 
 
-class StopAfter:
-    """Wraps a loader and raises ``exc`` after ``n`` batches, like a kill mid-run."""
-
-    def __init__(self, loader, n: int, exc: BaseException | type[BaseException] = KeyboardInterrupt) -> None:
-        self.loader, self.n, self.exc, self.count = loader, n, exc, 0
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def set_epoch(self, *args, **kwargs) -> None:
-        self.loader.set_epoch(*args, **kwargs)
-
-    def __iter__(self):
-        for batch in self.loader:
-            if self.count == self.n:
-                raise self.exc
-            self.count += 1
-            yield batch
-
-
 def pytest_collection_modifyitems(config, items):
     """Skip ``gpu``-marked tests when no CUDA device is present."""
     if torch.cuda.is_available():

@@ -17,7 +17,7 @@ from beyondkd.detection.task import lr_factor, prepare_detection_run, run_detect
 from beyondkd.engine.checkpoint import load_checkpoint
 from beyondkd.engine.logging import read_metrics
 from beyondkd.errors import BeyondKDError, ConfigError, NonFiniteLossError
-from tests.conftest import StopAfter
+from tests.helpers import StopAfter
 from tests.detection.tiny_coco import tiny_model, tiny_run
 
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -170,7 +170,7 @@ def test_nan_guard_names_the_term_and_keeps_the_checkpoint(tiny_coco: dict[str, 
         calls.append(1)
         if len(calls) > 2:  # epoch 2
             out.terms["objectness"] = out.terms["objectness"] * float("nan")
-            return StepOutput(out.loss * float("nan"), None, out.terms, out.stats)
+            return StepOutput(out.loss * float("nan"), None, out.terms, out.stats, out.reductions)
         return out
 
     method.training_step = poisoned

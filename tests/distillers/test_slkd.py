@@ -20,7 +20,8 @@ from beyondkd.engine.build import prepare_run
 from beyondkd.engine.checkpoint import load_checkpoint
 from beyondkd.errors import BeyondKDError, ConfigError
 from beyondkd.models.registry import build_model
-from tests.conftest import StopAfter, slice_config
+from tests.conftest import slice_config
+from tests.helpers import StopAfter
 
 
 def _linear_pair(seed=0):

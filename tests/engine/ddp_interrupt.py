@@ -10,7 +10,7 @@ import sys
 
 from beyondkd.config import load_config
 from beyondkd.engine.build import prepare_run
-from tests.conftest import StopAfter
+from tests.helpers import StopAfter  # not tests.conftest: it changes torch's thread count
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def _kd_config(fmnist_slice, slice_teacher, out: Path) -> dict:
     """KD + plug-in with augmentation (per-rank BN statistics), 8 steps per epoch per rank, mid-epoch checkpoints."""
     return slice_config(fmnist_slice, out, slice_teacher, method={"name": "kd", "bias": {}},
                         data={"augment": True, "subset": 512, "batch_size": 32},
-                        train={"epochs": 2, "checkpoint_every_steps": 3, "device": "cpu"})
+                        train={"epochs": 2, "checkpoint_every_steps": 3, "device": "cpu", "threads": 1})
 
 
 def _ok(proc: subprocess.CompletedProcess) -> None:

@@ -14,7 +14,8 @@ from beyondkd.engine.build import prepare_run, run_training
 from beyondkd.engine.checkpoint import load_checkpoint
 from beyondkd.engine.trainer import Trainer
 from beyondkd.errors import BeyondKDError, NonFiniteLossError
-from tests.conftest import StopAfter, slice_config
+from tests.conftest import slice_config
+from tests.helpers import StopAfter
 
 
 def _weights(path):
