@@ -31,7 +31,8 @@ def _step(loss: float, counts: int, level: float, last: float, logits: torch.Ten
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 10), st.integers(0, 50), st.floats(-5, 5), st.floats(-5, 5), st.integers(1, 6)),
+@given(st.lists(st.tuples(st.floats(0, 10, width=32), st.integers(0, 50), st.floats(-5, 5, width=32),
+                                  st.floats(-5, 5, width=32), st.integers(1, 6)),
                 min_size=1, max_size=12), st.integers(0, 11))
 def test_each_statistic_is_reduced_as_it_declares_and_a_split_epoch_gives_the_same_record(steps, cut):
     logits = torch.eye(6)
