@@ -1,6 +1,7 @@
 """Write a benchmark's results into its own section of BENCHMARKS.md.
 
-Each benchmark owns one section, delimited by ``<!-- section:NAME -->`` and
+Benchmarks run from the repository root as modules (``python -m benchmarks.throughput ...``),
+with beyondkd installed or on ``PYTHONPATH``. Each benchmark owns one section, delimited by ``<!-- section:NAME -->`` and
 ``<!-- /section:NAME -->``; re-running it replaces only that section. Every section states the
 machine, the command and the date of the run that produced it.
 """
@@ -11,6 +12,7 @@ import datetime as _dt
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -59,17 +61,11 @@ def git_revision() -> str:
 
 
 def provenance(command: str | None = None) -> str:
-    """The 'machine / command / date' lines that head every section."""
-    cmd = command or " ".join(["python"] + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    """The 'machine / command / date' lines that head every section (scripts run as ``python -m benchmarks.<name>``)."""
+    module = os.path.relpath(sys.argv[0], ROOT).removesuffix(".py").replace(os.sep, ".")
+    cmd = command or shlex.join(["python", "-m", module] + sys.argv[1:])
     date = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     return f"- machine: {machine_description()}\n- command: `{cmd}`\n- date: {date} (commit {git_revision()})\n"
-
-
-def mean_std(xs: list[float]) -> str:
-    """``mean ± sample std`` with two decimals (the value alone for a single run)."""
-    import statistics
-
-    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
 
 
 def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:

@@ -7,26 +7,24 @@ difference to KD, the fraction of rows the teacher got right, rectified rows who
 became the label) into BENCHMARKS.md. ``DEFAULT_BIAS_PRESET`` in ``beyondkd/bias/loss.py`` is
 chosen from this table.
 
-Finished runs are reused (their ``summary.json``), so the script can be stopped and restarted.
+Runs go through the bench harness's runner (:func:`beyondkd.bench.runner.execute_run`): a
+finished run (its ``summary.json``) is reused, a started one resumed, and a folder holding
+another config is an error; the tables use the harness's formatter.
 
-    python benchmarks/bias_variants.py --out runs/bench_bias --seeds 0 1 2 --write
+    python -m benchmarks.bias_variants --out runs/bench_bias --seeds 0 1 2 --write
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._report import mean_std as ms, provenance, run_main, write_section  # noqa: E402
-from beyondkd.bias.loss import BIAS_PRESETS, DEFAULT_BIAS_PRESET  # noqa: E402
-from beyondkd.bench.runner import check_recorded_config  # noqa: E402
-from beyondkd.config import load_config  # noqa: E402
-from beyondkd.engine.build import run_training  # noqa: E402
+from benchmarks._report import provenance, run_main, write_section
+from beyondkd.bench.runner import PlannedRun, execute_run
+from beyondkd.bench.tables import aggregate, read_run
+from beyondkd.bias.loss import BIAS_PRESETS, DEFAULT_BIAS_PRESET
+from beyondkd.config import load_config
 
 
 KD_PARAMS = {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}
@@ -66,19 +64,18 @@ def student_run(args: argparse.Namespace, name: str, out: Path, seed: int, teach
 
 
 def run_once(raw: dict, mode: str) -> dict:
-    out = Path(raw["output_dir"])
-    done = out / "bench_result.json"
+    """Train (or reuse, or resume) one run through the bench runner; its best, last and final statistics."""
     config = load_config(raw=raw)
-    check_recorded_config(out, config)  # a reused folder must hold this very run
-    if done.is_file():
-        return json.loads(done.read_text())
-    result = run_training(config, mode)
-    last = result.history[-1]
-    record = {"best": result.best_acc, "last": result.last_acc,
-              "frac_right": last.get("frac_right"), "rows_rectified_top_is_label": last.get("rows_rectified_top_is_label"),
-              "rows_rectified": last.get("rows_rectified"), "teacher_acc": result.summary.get("teacher_acc")}
-    done.write_text(json.dumps(record))
-    return record
+    run = PlannedRun("benchmark", raw["name"], config.seed, "(benchmark)", [], mode, config, Path(raw["output_dir"]))  # type: ignore[arg-type]
+    summary = execute_run(run, Path(raw["train"]["cache_dir"]))
+    result = read_run(run.output_dir, run.seed)
+    return {"best": summary["best_acc"], "last": summary["last_acc"], "teacher_acc": summary.get("teacher_acc"),
+            **(result.final_stats if result is not None else {})}
+
+
+def ms(xs: list[float]) -> str:
+    """mean ± sample std, as the bench tables print it."""
+    return aggregate(xs).format()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         rs = results[v]
         best = [r["best"] for r in rs]
         fr = rs[-1].get("frac_right")
-        rect, now = rs[-1].get("rows_rectified"), rs[-1].get("rows_rectified_top_is_label")
+        rect, now = rs[-1].get("frac_rectified"), rs[-1].get("frac_rectified_top_is_label")
         fl = now / rect if rect and now is not None else None
         lines.append(
             f"| {'KD' if v == 'kd' else 'KD + ' + v} | {ms(best)} | {ms([r['last'] for r in rs])} | "

@@ -70,6 +70,26 @@ def evidence_markdown(tables: list[dict], figure: Path) -> str:
     return "\n".join(lines)
 
 
+def demo_evidence(tables: list[dict], source: str) -> dict:
+    """What ``beyondkd demo`` compares its run with: per regime and CE/KD weights, KD's best
+    accuracy (mean, std, seeds) and each plug-in setting's Δ over it with its standard error."""
+    groups: dict = {}
+    for table in tables:
+        for g in table["groups"]:
+            by_weights: dict = {}
+            for r in g["rows"]:
+                if r.get("method") != "kd":
+                    continue
+                entry = by_weights.setdefault(r["weights"], {"kd": None, "settings": {}})
+                if r.get("plugin") is None:
+                    entry["kd"] = dict(r["best"])
+                elif r.get("delta_best") is not None:
+                    entry["settings"][r["plugin"]] = {**r["best"], "delta": r["delta_best"], "noise": r.get("delta_best_noise")}
+            right = (g.get("teacher_right_on_train_rows") or {}).get("mean")
+            groups[g["name"]] = {**by_weights, "teacher_wrong": None if right is None else 1.0 - right}
+    return {"source": source, "groups": groups}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-root", default="runs/bench", help="the suites' run folders are <out-root>/<suite>")
@@ -96,7 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     (Path(args.out_root) / "regime-evidence.json").write_text(json.dumps(
         [c.__dict__ for c in comparisons(tables)], indent=2) + "\n")
     if args.write:
+        import yaml
+
+        from beyondkd.cli.demo import EVIDENCE
+
         plot_gain_vs_wrong_rows(comparisons(tables), FIGURE)
+        stamp = provenance().splitlines()[-1].removeprefix("- date: ")
+        EVIDENCE.write_text(
+            "# Written by `python -m benchmarks.regimes --write` from the regime suites (BENCHMARKS.md, sections regime-*);\n"
+            "# read by `beyondkd demo` to compare its own run with the measured seed-to-seed spread.\n"
+            + yaml.safe_dump(demo_evidence(tables, f"regime suites, {stamp}"), sort_keys=False, allow_unicode=True))
         write_section("regime-evidence", "## When does the plug-in help? Gain over KD across the regimes\n\n" + provenance()
                       + (f"- {args.note}\n" if args.note else "") + "\n" + summary)
     return 0

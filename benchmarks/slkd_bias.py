@@ -5,21 +5,18 @@ combination: KD, SLKD (k=2), SLKD + plug-in on the teacher→student term, and S
 both terms (``bias_on_sl_term``), over several seeds, and writes a table into BENCHMARKS.md.
 Reuses the teacher and the finished runs of the same output folder.
 
-    python benchmarks/slkd_bias.py --out runs/bench_slkd_bias --seeds 0 1 2 --write
+    python -m benchmarks.slkd_bias --out runs/bench_slkd_bias --seeds 0 1 2 --write
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._report import mean_std as ms, provenance, run_main, write_section  # noqa: E402
-from benchmarks.bias_variants import KD_PARAMS, _base, run_once, student_run, train_teacher  # noqa: E402
-from beyondkd.bias.loss import DEFAULT_BIAS_PRESET  # noqa: E402
+from benchmarks._report import provenance, run_main, write_section
+from benchmarks.bias_variants import KD_PARAMS, _base, ms, run_once, student_run, train_teacher
+from beyondkd.bias.loss import DEFAULT_BIAS_PRESET
 
 # label -> (method, train overrides). ``clip`` = train.grad_clip of the run (args.grad_clip);
 # ``lr_scale`` multiplies the optimizer's lr.

@@ -14,15 +14,14 @@ The teacher's weights do not change the cost, so the teacher is a randomly initi
 of the named architecture (no checkpoint needed). Results go to the ``slkd-cost`` section of
 BENCHMARKS.md::
 
-    python benchmarks/slkd_cost.py --teacher cnn_small --student cnn_tiny --steps 20
-    python benchmarks/slkd_cost.py --teacher resnet20 --student resnet8 --batch-size 128 --steps 10
+    python -m benchmarks.slkd_cost --teacher cnn_small --student cnn_tiny --steps 20
+    python -m benchmarks.slkd_cost --teacher resnet20 --student resnet8 --batch-size 128 --steps 10
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -31,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 METHODS = {
     "kd": {"name": "kd", "params": {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}},
@@ -62,8 +60,8 @@ def measure(method: str, args: argparse.Namespace) -> dict:
     """Run ``args.steps`` (+ warm-up) training steps of ``method``; return timings and memory."""
     import torch
 
-    from beyondkd.bias.schedule import Progress
     from beyondkd.config import OptimizerConfig
+    from beyondkd.core import Progress
     from beyondkd.data.loaders import TensorLoader
     from beyondkd.data.registry import build_splits
     from beyondkd.distillers.base import DistillerContext
@@ -154,8 +152,8 @@ def main() -> None:
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     for _ in range(args.rounds):  # interleaved, so a change of machine load hits every method
         for method in methods:
-            cmd = [sys.executable, __file__, "--one", method] + _forward(args)
-            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            cmd = [sys.executable, "-m", "benchmarks.slkd_cost", "--one", method] + _forward(args)
+            res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if res.returncode != 0:
                 sys.exit(f"{method} failed:\n{res.stderr[-2000:]}")
             runs[method].append(json.loads(res.stdout.strip().splitlines()[-1]))

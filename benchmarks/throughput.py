@@ -15,33 +15,29 @@ Images are random ``uint8`` tensors of the pair's input shape: a step's cost doe
 pixel values, and no dataset has to be on disk. Timing excludes a warm-up epoch (allocation,
 ``torch.compile``). Nothing here is asserted in a test.
 
-    python benchmarks/throughput.py --pair cifar --device cpu --batch 64 --steps 20
-    python benchmarks/throughput.py --pair cifar --device cuda --batch 512 --precision bf16 \
+    python -m benchmarks.throughput --pair cifar --device cpu --batch 64 --steps 20
+    python -m benchmarks.throughput --pair cifar --device cuda --batch 512 --precision bf16 \
         --channels-last --compile reduce-overhead --write
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._report import provenance, run_main, write_section  # noqa: E402
-from beyondkd.bias.loss import BiasConfig  # noqa: E402
-from beyondkd.config import TrainConfig  # noqa: E402
-from beyondkd.data import Augment, DatasetInfo, TensorImages, TensorLoader  # noqa: E402
-from beyondkd.distillers import DistillerContext, build_distiller  # noqa: E402
-from beyondkd.engine.trainer import Trainer  # noqa: E402
-from beyondkd.models import build_model, count_flops  # noqa: E402
+from benchmarks._report import provenance, run_main, write_section
+from beyondkd.bias.loss import BiasConfig
+from beyondkd.config import TrainConfig
+from beyondkd.data import Augment, DatasetInfo, TensorImages, TensorLoader
+from beyondkd.distillers import DistillerContext, build_distiller
+from beyondkd.engine.trainer import Trainer
+from beyondkd.models import build_model, count_flops
 
 #: teacher, student, image side, classes
 PAIRS = {

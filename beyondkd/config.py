@@ -111,7 +111,9 @@ class TrainConfig(StrictSection):
         None, gt=0.0, description="max gradient L2 norm, applied to each optimizer's parameters separately"
     )
     log_every: int = Field(50, ge=1)
-    nan_check_every: int = Field(1, ge=1)
+    nan_check_every: int = Field(
+        50, ge=1, description="steps between reads of the on-device non-finite loss flag (it is set every step; reading it waits for the device)"
+    )
     checkpoint_every_steps: int | None = Field(None, ge=1)
     eval_every: int = Field(1, ge=1)
     teacher_cache: Literal["auto", "on", "off"] = "auto"

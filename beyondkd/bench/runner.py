@@ -37,6 +37,7 @@ Status = Literal["done", "resume", "new"]
 # Settings that do not change what a run computes: a finished run is reused across them.
 VOLATILE_KEYS = frozenset({
     "train.progress_bar", "train.device", "train.cache_dir", "train.log_every", "train.threads", "train.teacher_readout_rows",
+    "train.nan_check_every",
     "data.num_workers", "data.root", "data.download", "name",
     # detection runs: where COCO lies
     "data.train_images", "data.train_annotations", "data.val_images", "data.val_annotations",
@@ -130,17 +131,6 @@ class Plan:
         return [r for s in self.seeds for g in self.groups for row in g.rows for r in row.runs if r.seed == s]
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def check_recorded_config(run_dir: Path, config: Any) -> None:
     """Raise if ``run_dir/config.yaml`` records a different run than ``config``.
 
@@ -149,15 +139,20 @@ def check_recorded_config(run_dir: Path, config: Any) -> None:
     another default bias preset, is a different run and is never reused.
     """
     from beyondkd.engine.build import resolved_config
+    from beyondkd.engine.resume import flatten as _flatten
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
     mode: Mode = "train-teacher" if config.model is not None else "distill"
     recorded = _flatten(yaml.safe_load(path.read_text()) or {})
-    # a detection run records its config as given (it has no resolved form yet)
-    planned_config = resolved_config(config, mode) if isinstance(config, RunConfig) else config
-    planned = _flatten(yaml.safe_load(yaml.safe_dump(planned_config.model_dump(mode="json"))))
+    if isinstance(config, RunConfig):
+        planned_raw = resolved_config(config, mode).model_dump(mode="json")
+    else:  # a detection run records its plug-in resolved the same way
+        from beyondkd.detection.task import resolved_detection_config
+
+        planned_raw = resolved_detection_config(config)
+    planned = _flatten(yaml.safe_load(yaml.safe_dump(planned_raw)))
     for key in sorted(set(recorded) | set(planned)):
         if key in VOLATILE_KEYS or any(key.startswith(v + ".") for v in VOLATILE_KEYS):
             continue
@@ -229,14 +224,13 @@ def detection_entry() -> tuple[Callable[..., Any], Callable[..., Any]]:
     """``(load_config, train)`` of the detection package, the bench's only way into it.
 
     ``load_config(path, overrides)`` is :func:`beyondkd.detection.config.load_detection_config`
-    and ``train(config, mode, resume=...)`` is :func:`beyondkd.detection.trainer.train_detection`,
-    the entry points of ``beyondkd detect``. When the detection loop moves into the engine's
-    Trainer (issue 13), re-point this function.
+    and ``train(config, mode, resume=...)`` is :func:`beyondkd.detection.task.run_detection`
+    (the detection task on the engine's Trainer), the entry points of ``beyondkd detect``.
     """
     from beyondkd.detection.config import load_detection_config
-    from beyondkd.detection.trainer import train_detection
+    from beyondkd.detection.task import run_detection
 
-    return load_detection_config, train_detection
+    return load_detection_config, run_detection
 
 
 def detection_summary(run_dir: Path) -> dict[str, Any]:

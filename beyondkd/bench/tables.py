@@ -89,7 +89,7 @@ def read_run(run_dir: str | Path, seed: int | None = None) -> RunResult | None:
 def read_detection_run(run_dir: str | Path, history: list[dict[str, Any]], seed: int | None = None) -> RunResult | None:
     """A detection run (``beyondkd detect``): box AP as the main number, AP50/AP75 of its best epoch, in %.
 
-    Its records count epochs from 1; the teacher's AP is the one ``summary.json`` records.
+    Its records count epochs from 0 like every run's; the teacher's AP is the one ``summary.json`` records.
     """
     evaluated = [r for r in history if "AP" in r]
     if not evaluated:
@@ -99,10 +99,10 @@ def read_detection_run(run_dir: str | Path, history: list[dict[str, Any]], seed:
     teacher = json.loads(summary.read_text()).get("teacher_AP") if summary.is_file() else None
     return RunResult(
         dir=str(run_dir), seed=seed, finished=summary.is_file(), epochs=len(history),
-        best_acc=100.0 * best["AP"], best_epoch=int(best["epoch"]), last_acc=100.0 * evaluated[-1]["AP"],
+        best_acc=100.0 * best["AP"], best_epoch=int(best["epoch"]) + 1, last_acc=100.0 * evaluated[-1]["AP"],
         teacher_acc=None if teacher is None else 100.0 * teacher, final_stats={},
         at_best={k: 100.0 * best[k] for k in ("AP50", "AP75") if k in best},
-        accuracy_by_epoch={int(r["epoch"]): 100.0 * float(r["AP"]) for r in evaluated},
+        accuracy_by_epoch={int(r["epoch"]) + 1: 100.0 * float(r["AP"]) for r in evaluated},
     )
 
 

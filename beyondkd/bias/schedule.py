@@ -23,47 +23,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+from beyondkd.core import Progress
 from beyondkd.errors import ConfigError, suggest
 
-
-@dataclass(frozen=True)
-class Progress:
-    """Where training stands.
-
-    Attributes:
-        step: iterations done so far in the whole run (0-based).
-        total_steps: iterations in the whole run.
-        epoch: epochs done so far (0-based index of the current epoch).
-        total_epochs: epochs in the whole run.
-    """
-
-    step: int
-    total_steps: int
-    epoch: int = 0
-    total_epochs: int = 1
-
-    @property
-    def fraction(self) -> float:
-        """Iterations done over the total, in ``[0, 1]``."""
-        return min(max(self.step / max(self.total_steps, 1), 0.0), 1.0)
-
-    @property
-    def epoch_fraction(self) -> float:
-        """Whole epochs done over the total, in ``[0, 1]``."""
-        return min(max(self.epoch / max(self.total_epochs, 1), 0.0), 1.0)
-
-    @classmethod
-    def from_fraction(cls, fraction: float, total_epochs: int = 1) -> "Progress":
-        """A progress from a float in ``[0, 1]`` (what a hand-written training loop knows)."""
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"progress must be in [0, 1], got {fraction}")
-        resolution = 1_000_000
-        return cls(
-            step=round(fraction * resolution),
-            total_steps=resolution,
-            epoch=min(int(fraction * total_epochs), total_epochs),
-            total_epochs=total_epochs,
-        )
+__all__ = ["GammaSchedule", "Progress", "register_schedule", "schedule_names"]
 
 
 @dataclass(frozen=True)

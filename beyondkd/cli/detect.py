@@ -16,18 +16,22 @@ def _train(args: argparse.Namespace, mode: str) -> int:
 
     require_pycocotools()
     from beyondkd.detection.config import load_detection_config
-    from beyondkd.detection.evaluate import format_metrics
-    from beyondkd.detection.trainer import train_detection
+    from beyondkd.detection.evaluate import METRIC_NAMES, format_metrics
+    from beyondkd.detection.task import prepare_detection_run
 
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     config = load_detection_config(args.config, overrides)
-    result = train_detection(config, mode, resume=args.resume)  # type: ignore[arg-type]
-    last = result.last
-    teacher = f"; teacher: {format_metrics(result.teacher)}" if result.teacher else ""
-    print(f"{config.name}: best epoch {result.best_epoch}: {format_metrics(result.best)}; last: {format_metrics(last)}{teacher} -> {result.output_dir}")
-    print(json.dumps({"name": config.name, "best_epoch": result.best_epoch, "best": result.best, "teacher": result.teacher}))
+    prepared = prepare_detection_run(config, mode, resume=args.resume)  # type: ignore[arg-type]
+    if prepared.teacher_metrics and prepared.trainer.dist.is_main:
+        print(f"{config.name}: teacher {config.teacher.backbone}: {format_metrics(prepared.teacher_metrics)}", flush=True)  # type: ignore[union-attr]
+    result = prepared.trainer.fit(resume=args.resume)
+    s = result.summary
+    best = {k: s[f"best_{k}"] for k in METRIC_NAMES if f"best_{k}" in s}
+    last = result.history[-1] if result.history else {}
+    print(f"{config.name}: best epoch {s['best_epoch']}: {format_metrics(best)}; last: {format_metrics(last)} -> {result.output_dir}")
+    print(json.dumps(s))
     return 0
 
 
@@ -37,7 +41,7 @@ def _eval(args: argparse.Namespace) -> int:
     require_pycocotools()
     from beyondkd.detection.config import load_detection_config
     from beyondkd.detection.evaluate import format_metrics
-    from beyondkd.detection.trainer import evaluate_checkpoint
+    from beyondkd.detection.task import evaluate_checkpoint
 
     config = load_detection_config(args.config, list(args.overrides))
     explicit_input = any(o.startswith(("data.min_size=", "data.max_size=")) for o in args.overrides)

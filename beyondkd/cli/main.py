@@ -101,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is intact; continue with --resume", file=sys.stderr)
         return 130
+    finally:
+        if "torch" in sys.modules:  # a torchrun process that joined the group leaves it
+            from beyondkd.engine.distributed import leave_process_group
+
+            leave_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

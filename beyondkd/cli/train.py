@@ -23,7 +23,8 @@ def _run(args: argparse.Namespace, mode: str) -> int:
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     config = load_config(args.config, overrides)
-    prepared = prepare_run(config, mode, cache_dir=args.cache_dir)  # type: ignore[arg-type]
+    # every process checks the run folder before it joins the process group
+    prepared = prepare_run(config, mode, cache_dir=args.cache_dir, resume=args.resume)  # type: ignore[arg-type]
     if prepared.teacher_readout is not None:
         print(f"{config.name}: {prepared.teacher_readout.reading()}", flush=True)
     result = prepared.trainer.fit(resume=args.resume)

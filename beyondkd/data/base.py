@@ -13,31 +13,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from beyondkd.core import Batch
 
-@dataclass
-class Batch:
-    """One training or evaluation batch.
-
-    Attributes:
-        images: ``(N, C, H, W)`` float images, normalised.
-        targets: ``(N,)`` int64 labels.
-        indices: ``(N,)`` int64 positions of the samples in their dataset (CRD, caches).
-        teacher_logits: ``(N, K)`` cached teacher logits, when a cache is in use.
-    """
-
-    images: Tensor
-    targets: Tensor
-    indices: Tensor | None = None
-    teacher_logits: Tensor | None = None
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device, non_blocking=non_blocking)
-
-        return Batch(move(self.images), move(self.targets), move(self.indices), move(self.teacher_logits))  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        return int(self.targets.shape[0])
+__all__ = ["Batch", "DatasetInfo", "Splits", "TensorImages"]
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,8 @@ class Augment:
         return images
 
 
-class _ShardedEpochs:
-    """What both loaders share: this rank's share of each epoch, its batch count and the epoch cursor.
+class ShardedEpochs:
+    """What every loader shares: this rank's share of each epoch, its batch count and the epoch cursor.
 
     Subclasses set ``batch_size``, ``train``, ``seed``, ``rank`` and ``world_size`` through
     :meth:`_init_epochs` and define :attr:`num_samples`.
@@ -124,7 +124,7 @@ class _ShardedEpochs:
         self._epoch, self._skip = epoch, skip_batches
 
 
-class TensorLoader(_ShardedEpochs):
+class TensorLoader(ShardedEpochs):
     """Batches of an in-memory split, built on ``device``.
 
     Args:
@@ -195,13 +195,18 @@ class TensorLoader(_ShardedEpochs):
         self._skip = 0
 
 
-class _EpochSampler(Sampler[int]):
-    def __init__(self, loader: "DatasetLoader") -> None:
+class EpochSampler(Sampler[int]):
+    """The sample order of a map-style loader's current epoch: its shard of the epoch's order, from the resume point.
+
+    ``loader`` is a :class:`ShardedEpochs` with a ``dataset``.
+    """
+
+    def __init__(self, loader: "ShardedEpochs") -> None:
         self.loader = loader
 
     def __iter__(self) -> Iterator[int]:
         ld = self.loader
-        n = len(ld.dataset)  # type: ignore[arg-type]
+        n = len(ld.dataset)  # type: ignore[attr-defined]
         order = epoch_permutation(n, ld.seed, ld._epoch) if ld.train else torch.arange(n)
         order = shard(order, ld.rank, ld.world_size, equal=ld.train)
         start = ld._skip * ld.batch_size
@@ -225,7 +230,7 @@ class _Indexed(Dataset):
         return image, int(target), i
 
 
-class DatasetLoader(_ShardedEpochs):
+class DatasetLoader(ShardedEpochs):
     """A ``DataLoader`` over a map-style dataset of ``(image_tensor, label)`` items.
 
     Args:
@@ -261,7 +266,7 @@ class DatasetLoader(_ShardedEpochs):
         self._loader = DataLoader(
             _Indexed(dataset),
             batch_size=batch_size,
-            sampler=_EpochSampler(self),
+            sampler=EpochSampler(self),
             num_workers=num_workers,
             pin_memory=self.device.type == "cuda",
             drop_last=self.drop_last,

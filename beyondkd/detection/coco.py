@@ -17,7 +17,8 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
 from PIL import Image
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from beyondkd.data.loaders import EpochSampler, ShardedEpochs, epoch_seed
 from beyondkd.errors import DataError
 
 Target = dict[str, Tensor]
@@ -42,6 +44,22 @@ def require_pycocotools() -> None:
         import pycocotools.cocoeval  # noqa: F401
     except ImportError:
         raise DataError(f"detection needs pycocotools, which is not installed: {INSTALL_DETECTION}") from None
+
+
+@dataclass
+class DetBatch:
+    """One detection batch: images of different sizes and their targets, on the training device.
+
+    Attributes:
+        images: ``B`` float images ``(3, H_i, W_i)`` in ``[0, 1]``.
+        targets: per image ``boxes`` ``(M_i, 4)``, ``labels`` ``(M_i,)`` and ``image_id``.
+    """
+
+    images: list[Tensor]
+    targets: list[Target]
+
+    def __len__(self) -> int:
+        return len(self.images)
 
 
 def load_coco(annotation_file: str | Path) -> Any:
@@ -181,3 +199,65 @@ def detection_loader(dataset: CocoDetectionData, batch_size: int, shuffle: bool,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+class DetectionLoader(ShardedEpochs):
+    """:class:`DetBatch` batches of a :class:`CocoDetectionData`, with deterministic, resumable order.
+
+    Each epoch's order is drawn from ``(seed, epoch)`` and sharded over the processes exactly as
+    the classification loaders do (:mod:`beyondkd.data.loaders`), so ``set_epoch(e, skip_batches=k)``
+    resumes an interrupted epoch where it stopped and every process runs the same number of steps.
+
+    Args:
+        dataset: the images and targets.
+        batch_size: images per batch.
+        train: shuffle each epoch and drop the last incomplete batch.
+        device: where batches are moved.
+        seed: seed of the orders.
+        num_workers: ``DataLoader`` worker processes.
+        rank, world_size: this process's share of each epoch.
+        max_batches: stop each epoch after this many batches (``train.max_steps_per_epoch``).
+    """
+
+    def __init__(
+        self,
+        dataset: CocoDetectionData,
+        batch_size: int,
+        *,
+        train: bool,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        max_batches: int | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.max_batches = max_batches
+        self._init_epochs(batch_size, train, seed, rank, world_size)
+        self._worker_seeds = torch.Generator()
+        self._loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=EpochSampler(self), num_workers=num_workers, collate_fn=collate,
+            pin_memory=self.device.type == "cuda", drop_last=self.drop_last, generator=self._worker_seeds,
+        )
+
+    @property
+    def num_samples(self) -> int:
+        """Images in the whole dataset (all ranks)."""
+        return len(self.dataset)
+
+    def __len__(self) -> int:
+        n = super().__len__()
+        return n if self.max_batches is None else min(n, self.max_batches)
+
+    def __iter__(self) -> Iterator[DetBatch]:
+        # with num_workers=0 the flips draw from the process RNG, which the trainer checkpoints
+        self._worker_seeds.manual_seed((epoch_seed(self.seed, self._epoch) + self._skip) * 131 + self.rank)
+        end = len(self)
+        for i, (images, targets) in enumerate(self._loader, start=self._skip):
+            if i >= end:
+                break
+            yield DetBatch([im.to(self.device, non_blocking=True) for im in images],
+                           [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets])
+        self._skip = 0

@@ -105,7 +105,10 @@ class DetMethodConfig(StrictSection):
 
 
 class DetTrainConfig(StrictSection):
-    """SGD with linear warm-up and a multistep decay at epoch milestones (the 1x schedule)."""
+    """SGD with linear warm-up and a multistep decay at epoch milestones (the 1x schedule).
+
+    The engine settings (precision, NaN check, checkpoints, evaluation, progress bar) mean what
+    they mean for classification runs (:class:`beyondkd.config.TrainConfig`)."""
 
     epochs: int = Field(12, ge=1)
     lr: float = Field(0.02, gt=0.0)
@@ -116,14 +119,21 @@ class DetTrainConfig(StrictSection):
     milestones: list[int] = Field(default_factory=lambda: [8, 11])
     lr_gamma: float = Field(0.1, gt=0.0)
     grad_clip: float | None = Field(None, gt=0.0)
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast of the training forward")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast of the training forward (fp16 with loss scaling, CUDA only)"
+    )
     device: str = "auto"
     threads: int | None = Field(None, ge=1)
     log_every: int = Field(20, ge=1)
+    nan_check_every: int = Field(
+        50, ge=1, description="steps between reads of the on-device non-finite loss flag (it is set every step)"
+    )
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="also write last.pt every N steps (mid-epoch)")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on iterations per epoch (smoke runs)")
     eval_every: int = Field(1, ge=1)
     eval_teacher: bool = Field(True, description="distill: score the teacher on the validation set once")
     tensorboard: bool = True
+    progress_bar: bool = True
 
 
 class DetRunConfig(RunBase):

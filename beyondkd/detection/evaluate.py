@@ -28,7 +28,8 @@ def predict(model: nn.Module, loader: Iterable, label_to_cat: dict[int, int], de
     results: list[dict[str, Any]] = []
     image_ids: list[int] = []
     try:
-        for images, targets in loader:
+        for batch in loader:  # DetBatch, or (images, targets) from a DataLoader
+            images, targets = (batch.images, batch.targets) if hasattr(batch, "images") else batch
             outputs = model([im.to(device) for im in images])
             for out, tgt in zip(outputs, targets):
                 image_id = int(tgt["image_id"])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +34,11 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 
+from beyondkd.bias import reporting
 from beyondkd.bias.loss import BiasConfig, BiasPlugin
 from beyondkd.bias.mask import teacher_right_mask
-from beyondkd.bias.schedule import Progress
+from beyondkd.core import Progress, Stat, StepOutput, Trainable, freeze
+from beyondkd.detection.coco import DetBatch
 from beyondkd.detection.config import DetMethodConfig
 from beyondkd.errors import ConfigError
 from beyondkd.losses.kd import cross_entropy, kd_kl
@@ -189,35 +191,31 @@ class FeatureAdapters(nn.Module):
         return torch.stack(losses).mean()
 
 
-@dataclass
-class DetStep:
-    """One step's scalar loss, its weighted terms and statistics (all detached but ``loss``)."""
+class SupervisedDetector(Trainable):
+    """Plain training of a detector on labels (teachers and the no-distillation baseline).
 
-    loss: Tensor
-    terms: dict[str, Tensor]
-    stats: dict[str, Tensor]
+    Its terms are torchvision's losses without their ``loss_`` prefix (``classifier``,
+    ``box_reg``, ``objectness``, ``rpn_box_reg``).
+    """
 
-
-class SupervisedDetector(nn.Module):
-    """Plain training of a detector on labels (teachers and the no-distillation baseline)."""
+    name = "supervised"
 
     def __init__(self, model: FasterRCNN) -> None:
         super().__init__()
         self.student = model
+        self.teacher = None
 
-    def step(self, images: list[Tensor], targets: Targets, progress: Progress) -> DetStep:
-        losses = self.student(images, targets)
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """The student's detections (evaluation)."""
+        return self.student(images)
+
+    def training_step(self, batch: DetBatch, progress: Progress) -> StepOutput:
+        losses = self.student(batch.images, batch.targets)
         loss = sum(losses.values())
-        return DetStep(loss, {k: v.detach() for k, v in losses.items()}, {})
-
-    def checkpoint_extra(self) -> dict[str, Any]:
-        return {}
-
-    def load_checkpoint_extra(self, state: dict[str, Any]) -> None:
-        pass
+        return StepOutput(loss, None, {k.removeprefix("loss_"): v.detach() for k, v in losses.items()})
 
 
-class RoIDistiller(nn.Module):
+class RoIDistiller(Trainable):
     """KD (optionally bias-aware) from a frozen teacher detector on the student's sampled RoIs.
 
     Args:
@@ -225,7 +223,14 @@ class RoIDistiller(nn.Module):
         teacher: a trained Faster R-CNN with the same number of classes (frozen here).
         method: temperature, CE/KD weights, box and feature terms.
         bias: BTKD plug-in settings, or ``None`` for plain KD.
+
+    Statistics, summed over an epoch: ``rois`` and ``rois_fg`` (sampled RoIs, foreground ones),
+    ``teacher_right`` and ``teacher_right_fg`` (RoIs whose teacher top class is the matched
+    label), with the plug-in ``rectified_top_is_label``; ``gamma`` (mean) and ``gamma_last``.
+    The epoch record adds ``teacher_roi_acc`` and ``teacher_roi_acc_fg``.
     """
+
+    name = "roi_kd"
 
     def __init__(self, student: FasterRCNN, teacher: FasterRCNN, method: DetMethodConfig, bias: BiasConfig | None) -> None:
         super().__init__()
@@ -237,68 +242,67 @@ class RoIDistiller(nn.Module):
             if getattr(student.transform, attr) != getattr(teacher.transform, attr):
                 raise ConfigError(f"student and teacher transforms differ in {attr}: both must see the same resized image")
         self.student = student
-        self.teacher = teacher
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = freeze(teacher)  # inference mode (frozen BN, no dropout), no gradient
         self.method = method
         self.bias = BiasPlugin(bias) if bias is not None else None
         self.adapters: FeatureAdapters | None = None
         if method.feature.weight > 0:
             self.adapters = FeatureAdapters(student.backbone.out_channels, teacher.backbone.out_channels, method.feature.levels)
 
-    def train(self, mode: bool = True) -> "RoIDistiller":
-        super().train(mode)
-        self.teacher.eval()  # the teacher stays in inference mode (frozen BN, no dropout)
-        return self
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """The student's detections (evaluation)."""
+        return self.student(images)
 
-    def step(self, images: list[Tensor], targets: Targets, progress: Progress) -> DetStep:
+    def training_step(self, batch: DetBatch, progress: Progress) -> StepOutput:
         m = self.method
-        fwd = student_roi_forward(self.student, images, targets)
+        fwd = student_roi_forward(self.student, batch.images, batch.targets)
         t_logits, t_deltas, t_features = teacher_roi_forward(self.teacher, fwd.images, fwd.proposals)
         labels = fwd.labels
         s_logits, t_logits = fwd.class_logits.float(), t_logits.float()  # losses in fp32 under autocast
         _, loss_box_reg = fastrcnn_loss(s_logits, fwd.box_regression.float(), [labels], [fwd.regression_targets])
         ce = cross_entropy(s_logits, labels)
         right = roi_bias_mask(t_logits, labels)
-        stats: dict[str, Tensor] = {
-            "rois": torch.tensor(labels.numel()),
-            "rois_fg": (labels > 0).sum(),
-            "teacher_right": right.sum(),
-            "teacher_right_fg": (right & (labels > 0)).sum(),
+        stats: dict[str, Stat] = {
+            "rois": Stat(torch.full((), labels.numel(), device=labels.device), "sum"),
+            "rois_fg": Stat((labels > 0).sum(), "sum"),
+            "teacher_right": Stat(right.sum(), "sum"),
+            "teacher_right_fg": Stat((right & (labels > 0)).sum(), "sum"),
         }
         if self.bias is None:
             distill = kd_kl(s_logits, t_logits, m.temperature)
             ce_term, kd_term = m.ce_weight * ce.mean(), m.kd_weight * distill.mean()
             loss_cls = ce_term + kd_term
-            terms = {"loss_ce": ce_term.detach(), "loss_kd": kd_term.detach()}
+            terms = {"ce": ce_term.detach(), "kd": kd_term.detach()}
         else:
             bt = self.bias.teacher_targets(t_logits, labels, m.temperature)
             distill = kd_kl(s_logits, bt.teacher_logits, m.temperature)
             loss_cls, parts = self.bias.combine(ce, distill, bt, progress, m.ce_weight, m.kd_weight)
-            terms = {"loss_ce": parts["ce"], "loss_kd_easy": parts["kd_easy"], "loss_kd_hard": parts["kd_hard"]}
-            stats["gamma"] = parts["gamma"]
-            stats["rectified_top_is_label"] = parts["rows_rectified_top_is_label"]
+            terms = {k: parts[k] for k in ("ce", "kd_easy", "kd_hard")}
+            plugin = reporting.step_stats(parts)
+            stats.update(gamma=plugin["gamma"], gamma_last=plugin["gamma_last"],
+                         rectified_top_is_label=plugin["rows_rectified_top_is_label"])
         loss = loss_cls + loss_box_reg + fwd.rpn_losses["loss_objectness"] + fwd.rpn_losses["loss_rpn_box_reg"]
         terms.update(
-            loss_box_reg=loss_box_reg.detach(),
-            loss_objectness=fwd.rpn_losses["loss_objectness"].detach(),
-            loss_rpn_box_reg=fwd.rpn_losses["loss_rpn_box_reg"].detach(),
+            box_reg=loss_box_reg.detach(),
+            objectness=fwd.rpn_losses["loss_objectness"].detach(),
+            rpn_box_reg=fwd.rpn_losses["loss_rpn_box_reg"].detach(),
         )
         if m.box.weight > 0:
             per = box_distill_per_roi(fwd.box_regression.float(), t_deltas.float(), labels, m.box.loss, m.box.beta)
             box_term = m.box.weight * per.sum() / max(labels.numel(), 1)  # fastrcnn_loss's normalisation
             loss = loss + box_term
-            terms["loss_box_kd"] = box_term.detach()
+            terms["box_kd"] = box_term.detach()
         if self.adapters is not None:
             feat_term = m.feature.weight * self.adapters(fwd.features, t_features)
             loss = loss + feat_term
-            terms["loss_feature"] = feat_term.detach()
-        return DetStep(loss, terms, stats)
+            terms["feature"] = feat_term.detach()
+        return StepOutput(loss, None, terms, stats)
 
-    def checkpoint_extra(self) -> dict[str, Any]:
-        return {"adapters": self.adapters.state_dict()} if self.adapters is not None else {}
-
-    def load_checkpoint_extra(self, state: dict[str, Any]) -> None:
-        if self.adapters is not None and "adapters" in state:
-            self.adapters.load_state_dict(state["adapters"])
+    def epoch_fields(self, reduced: dict[str, float]) -> dict[str, float]:
+        """The teacher's accuracy on the epoch's sampled RoIs, all and foreground."""
+        out = {}
+        if reduced.get("rois"):
+            out["teacher_roi_acc"] = reduced["teacher_right"] / reduced["rois"]
+        if reduced.get("rois_fg"):
+            out["teacher_roi_acc_fg"] = reduced["teacher_right_fg"] / reduced["rois_fg"]
+        return out

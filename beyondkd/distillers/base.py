@@ -1,9 +1,11 @@
 """The Distiller contract: one class per method, holding student, teacher and loss terms.
 
-The trainer only ever calls the methods defined here, so a new method is one new module:
+A :class:`Distiller` is a :class:`beyondkd.core.Trainable` (the contract the engine runs), so a
+new method is one new module:
 
 * ``training_step(batch, progress) -> StepOutput``: the loss to back-propagate, the student's
-  logits (for training accuracy), the weighted loss terms and statistics to log;
+  logits (for training accuracy), the weighted loss terms and statistics to log (each statistic
+  may declare its reduction over an epoch with :class:`~beyondkd.core.Stat`);
 * ``forward(images)``: student logits (evaluation);
 * ``param_groups()``: named parameter groups, each given its own optimizer and LR schedule by
   the trainer (``student`` holds the student and any connectors; SLKD adds ``sl_teachers``);
@@ -11,7 +13,9 @@ The trainer only ever calls the methods defined here, so a new method is one new
   the frozen teacher (connectors, memory banks, learnable temperatures, extra networks).
 
 Invariants kept here rather than in each method: the teacher is always in eval mode and runs
-under ``torch.no_grad()``; its parameters never require gradient.
+under ``torch.no_grad()``; its parameters never require gradient. With the bias plug-in on, the
+epoch record gets the plug-in's fractions and the run summary its row counts
+(:mod:`beyondkd.bias.reporting`).
 
 A method declares its hyper-parameters as a pydantic ``Params`` model (unknown keys are a
 one-line error) and whether it can take the BTKD plug-in (``supports_bias``).
@@ -20,17 +24,19 @@ one-line error) and whether it can take the BTKD plug-in (``supports_bias``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from beyondkd.bias import reporting
 from beyondkd.bias.loss import BiasConfig, BiasPlugin
-from beyondkd.bias.schedule import Progress
-from beyondkd.data.base import Batch
+from beyondkd.core import Batch, Progress, StepOutput, Trainable, freeze
 from beyondkd.losses.kd import cross_entropy
 from beyondkd.models.features import FeatureHooks
+
+__all__ = ["Distiller", "DistillerContext", "NoParams", "StepOutput", "freeze"]
 
 
 class NoParams(BaseModel):
@@ -54,6 +60,9 @@ class DistillerContext:
         teacher_model: the teacher's registry name, when the run built it from the registry
             (SLKD builds fresh networks of the same architecture from it).
         teacher_options: the architecture options the teacher was built with.
+        gather_rows: concatenates a tensor over the processes of a distributed run along dim 0,
+            without gradient (identity in one process). Methods with per-sample state (CRD's
+            memory banks) apply every process's rows with it so their copies stay identical.
     """
 
     num_classes: int
@@ -65,35 +74,10 @@ class DistillerContext:
     seed: int = 0
     teacher_model: str | None = None
     teacher_options: dict[str, Any] = field(default_factory=dict)
+    gather_rows: Callable[[Tensor], Tensor] = field(default=lambda rows: rows, repr=False, compare=False)
 
 
-@dataclass
-class StepOutput:
-    """Result of one training step.
-
-    Attributes:
-        loss: scalar to back-propagate (the sum of every group's losses; groups own disjoint
-            parameters, so one backward gives each its own gradient).
-        logits: ``(N, C)`` student logits on the batch.
-        terms: weighted loss terms, detached (logged; checked for finiteness).
-        stats: other statistics, detached (γ, rows right, rows rectified, ...).
-    """
-
-    loss: Tensor
-    logits: Tensor
-    terms: dict[str, Tensor] = field(default_factory=dict)
-    stats: dict[str, Tensor] = field(default_factory=dict)
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """Put ``module`` in eval mode with no parameter requiring gradient."""
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
-class Distiller(nn.Module):
+class Distiller(Trainable):
     """Base class of every method (see the module docstring for the contract).
 
     Args:
@@ -135,39 +119,22 @@ class Distiller(nn.Module):
         """Student logits (used for evaluation)."""
         return self.student(images)
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Named groups of trainable parameters; each gets its own optimizer."""
-        params = [p for n, p in self.named_parameters() if not n.startswith("teacher.") and p.requires_grad]
-        return {"student": params}
+    @classmethod
+    def length_dependence(cls, params: BaseModel, bias: BiasConfig | None) -> str | None:
+        """Why this method's run depends on ``train.epochs`` beyond its LR schedule (``None``: it does not).
 
-    def schedule_spans(self) -> dict[str, tuple[int, int]]:
-        """Per parameter group, the epochs ``[first, end)`` its LR schedule spans.
-
-        Groups not named span the whole run (the default for every group). A method that trains
-        its groups one after another (SLKD's sequential mode) gives each group its own window,
-        so warm-up, cosine decay and milestones run over that group's phase.
+        A resumed run may change ``train.epochs`` only when nothing it computes depends on the
+        run's length. Default: only the plug-in's γ schedule can (:mod:`beyondkd.bias.reporting`).
         """
-        return {}
+        return reporting.length_dependence(bias)
 
-    def checkpoint_state(self) -> dict[str, Tensor]:
-        """State to save: everything except the frozen teacher."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+    def epoch_fields(self, reduced: dict[str, float]) -> dict[str, float]:
+        """The plug-in's fractions of rows (``frac_right``, ...) when it is on."""
+        return reporting.epoch_fields(reduced) if self.bias is not None else {}
 
-    def load_checkpoint_state(self, state: dict[str, Tensor]) -> None:
-        """Restore :meth:`checkpoint_state` output (the teacher stays as loaded)."""
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("teacher.")]
-        if missing or unexpected:
-            raise RuntimeError(f"checkpoint does not match this method: missing {missing[:3]}, unexpected {unexpected[:3]}")
-
-    def train(self, mode: bool = True) -> "Distiller":
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
-
-    def on_epoch_start(self, epoch: int) -> None:
-        """Called by the trainer before each training epoch (no-op by default)."""
+    def summary_fields(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """The plug-in's row counts over the run (``rows_rectified``, ``rows_teacher_wrong``) when it is on."""
+        return reporting.summary_fields(history) if self.bias is not None else {}
 
     # -- helpers for methods -------------------------------------------------------------------
     def teacher_logits(self, batch: Batch) -> Tensor:
@@ -197,7 +164,7 @@ class Distiller(nn.Module):
         ce_weight: float,
         kd_weight: float,
         ce: Tensor | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Any]]:
         """CE plus a per-sample logit distillation term, through the bias plug-in when it is on.
 
         Args:
@@ -207,7 +174,7 @@ class Distiller(nn.Module):
             ce: per-sample CE if already computed (else computed here).
 
         Returns:
-            ``(loss, terms, stats)``.
+            ``(loss, terms, stats)``; ``stats`` are the plug-in's, with their reductions.
         """
         if ce is None:
             ce = cross_entropy(student_logits, targets)
@@ -218,5 +185,5 @@ class Distiller(nn.Module):
         bias_targets = self.bias.teacher_targets(teacher_logits, targets, temperature)
         distill = per_sample(student_logits, bias_targets.teacher_logits)
         loss, parts = self.bias.combine(ce, distill, bias_targets, progress, ce_weight, kd_weight)
-        terms = {k: parts.pop(k) for k in ("ce", "kd_easy", "kd_hard")}
-        return loss, terms, parts
+        terms = {k: parts[k] for k in ("ce", "kd_easy", "kd_hard")}
+        return loss, terms, reporting.step_stats(parts)

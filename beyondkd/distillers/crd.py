@@ -34,12 +34,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from beyondkd.bias.schedule import Progress
-from beyondkd.data.base import Batch
-from beyondkd.distillers.base import Distiller, DistillerContext, StepOutput
+from beyondkd.core import Batch, Progress, StepOutput
+from beyondkd.distillers.base import Distiller, DistillerContext
 from beyondkd.distillers.registry import register_distiller
 from beyondkd.errors import ConfigError
-from beyondkd.engine.distributed import all_gather_rows
 from beyondkd.losses.crd import contrast_scores, momentum_update, nce_loss, sample_negatives
 from beyondkd.losses.kd import kd_kl
 from beyondkd.losses.precision import loss_dtype
@@ -114,10 +112,11 @@ class CRD(Distiller):
     def _normalised(self, z: Tensor, scores: Tensor) -> Tensor:
         """Divide ``scores`` by ``Z``, setting ``Z = mean(scores) · M`` on the first call.
 
-        Done on the device with ``torch.where`` (no host synchronisation per step).
+        Done on the device with ``torch.where`` (no host synchronisation per step). Under
+        torchrun the mean is over every process's first batch, so all copies hold the same ``Z``.
         """
         with torch.no_grad():
-            estimate = scores.detach().mean() * self.context.num_samples
+            estimate = self.context.gather_rows(scores.detach().mean().reshape(1)).mean() * self.context.num_samples
             z.copy_(torch.where(z < 0, estimate.to(z.dtype), z))
         return scores / z
 
@@ -134,9 +133,10 @@ class CRD(Distiller):
         noise = 1.0 / self.context.num_samples
         loss = nce_loss(out_s, noise) + nce_loss(out_t, noise)
         # under torchrun every rank applies every rank's rows, so the banks stay identical
-        rows = all_gather_rows(idx[:, 0])
-        momentum_update(self.memory_student, rows, all_gather_rows(v_s.detach()), p.nce_momentum)
-        momentum_update(self.memory_teacher, rows, all_gather_rows(v_t.detach()), p.nce_momentum)
+        gather = self.context.gather_rows
+        rows = gather(idx[:, 0])
+        momentum_update(self.memory_student, rows, gather(v_s.detach()), p.nce_momentum)
+        momentum_update(self.memory_teacher, rows, gather(v_t.detach()), p.nce_momentum)
         return loss, v_s, v_t
 
     def training_step(self, batch: Batch, progress: Progress) -> StepOutput:

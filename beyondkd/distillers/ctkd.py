@@ -30,14 +30,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from beyondkd.bias.schedule import Progress
-from beyondkd.data.base import Batch
-from beyondkd.distillers.base import Distiller, DistillerContext, StepOutput
-from beyondkd.distillers.dkd import warmup_factor
+from beyondkd.core import Batch, Progress, StepOutput
+from beyondkd.distillers.base import Distiller, DistillerContext
 from beyondkd.distillers.registry import register_distiller
 from beyondkd.errors import ConfigError
 from beyondkd.losses.ctkd import bounded_temperature, cosine_lambda, grad_reverse, temperature_to_theta
-from beyondkd.losses.dkd import dkd_loss
+from beyondkd.losses.dkd import dkd_loss, warmup_factor
 from beyondkd.losses.kd import kd_kl
 from beyondkd.losses.precision import loss_dtype
 
@@ -182,7 +180,7 @@ class _CurriculumTemperatureDistiller(Distiller):
             logits, scaled_teacher, targets, progress, per_sample, 1.0, ce_weight, kd_weight
         )
         t = temperature.detach()
-        stats.update(temperature=t.mean(), temperature_min=t.min(), temperature_max=t.max(), grl_lambda=logits.new_tensor(lam))
+        stats.update(temperature=t.mean(), temperature_min=t.min(), temperature_max=t.max(), grl_lambda=torch.tensor(lam))
         return StepOutput(loss, logits, terms, stats)
 
 
@@ -218,7 +216,7 @@ class CTKDDKD(_CurriculumTemperatureDistiller):
         out = self.distill_at_learned_temperature(
             logits, teacher_logits, batch.targets, progress, loss_at, p.ce_weight, warm
         )
-        out.stats["dkd_warmup"] = logits.new_tensor(warm)
+        out.stats["dkd_warmup"] = torch.tensor(warm)  # a host number: no device copy
         return out
 
 

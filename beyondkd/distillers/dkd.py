@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from functools import partial
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from beyondkd.bias.schedule import Progress
-from beyondkd.data.base import Batch
-from beyondkd.distillers.base import Distiller, StepOutput
+from beyondkd.core import Batch, Progress, StepOutput
+from beyondkd.distillers.base import Distiller
 from beyondkd.distillers.registry import register_distiller
-from beyondkd.losses.dkd import dkd_loss
+from beyondkd.losses.dkd import dkd_loss, warmup_factor
+
+__all__ = ["DKD", "DKDParams", "dkd_per_sample", "warmup_factor"]
 
 
 class DKDParams(BaseModel):
@@ -36,13 +38,6 @@ class DKDParams(BaseModel):
     beta: float = Field(8.0, ge=0.0, description="weight of NCKD (6 or 2 for some CIFAR pairs)")
     temperature: float = Field(4.0, gt=0.0)
     warmup_epochs: float = Field(20.0, ge=0.0, description="epochs of linear warm-up of the DKD weight (0: none)")
-
-
-def warmup_factor(epoch: int, warmup_epochs: float) -> float:
-    """``min((epoch + 1) / warmup_epochs, 1)`` for a 0-based ``epoch``; 1 without warm-up."""
-    if warmup_epochs <= 0:
-        return 1.0
-    return min((epoch + 1) / warmup_epochs, 1.0)
 
 
 @register_distiller("dkd")
@@ -62,7 +57,7 @@ class DKD(Distiller):
         loss, terms, stats = self.logit_distillation(
             logits, teacher_logits, targets, progress, per_sample, p.temperature, p.ce_weight, warm
         )
-        stats["dkd_warmup"] = logits.new_tensor(warm).detach()
+        stats["dkd_warmup"] = torch.tensor(warm)  # a host number: no device copy
         return StepOutput(loss, logits, terms, stats)
 
 

@@ -35,12 +35,11 @@ from __future__ import annotations
 
 from itertools import accumulate
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from beyondkd.bias.schedule import Progress
-from beyondkd.data.base import Batch
-from beyondkd.distillers.base import StepOutput
+from beyondkd.core import Batch, Progress, StepOutput
 from beyondkd.distillers.feature_base import (
     FeatureDistiller,
     FeatureParams,
@@ -160,11 +159,10 @@ class InDistill(FeatureDistiller):
         s, t = match_spatial(as_map(student), as_map(teacher))
         return pruned_feature_mse(s, t, self.kept_channels()[k])
 
-    def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor], progress: Progress) -> Tensor:
-        k = self.active_layer(progress.epoch)
-        if k is None:
-            return student_feats[0].new_zeros(student_feats[0].shape[0])
-        return self.params.feature_weight * self.layer_loss(k, student_feats[k], teacher_feats[k])
+    @property
+    def find_unused_parameters(self) -> bool:
+        """The warm-up distils one layer pair at a time: the layers after it get no gradient."""
+        return True
 
     def training_step(self, batch: Batch, progress: Progress) -> StepOutput:
         k = self.active_layer(progress.epoch)
@@ -187,4 +185,4 @@ class InDistill(FeatureDistiller):
         else:  # no zero-valued CE graph: deeper layers get no gradient (nor weight decay) in the warm-up
             ce = feat.new_zeros(())
         terms = {"ce": ce.detach(), "feat": feat.detach()}
-        return StepOutput(ce + feat, logits, terms, {"curriculum_layer": logits.new_tensor(float(k))})
+        return StepOutput(ce + feat, logits, terms, {"curriculum_layer": torch.tensor(float(k))})

@@ -35,16 +35,16 @@ from __future__ import annotations
 
 import copy
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
+from beyondkd.bias import reporting
 from beyondkd.bias.loss import BiasConfig
-from beyondkd.bias.schedule import Progress
-from beyondkd.data.base import Batch
-from beyondkd.distillers.base import Distiller, DistillerContext, StepOutput
+from beyondkd.core import Batch, Progress, StepOutput
+from beyondkd.distillers.base import Distiller, DistillerContext
 from beyondkd.distillers.registry import register_distiller
 from beyondkd.errors import ConfigError
 from beyondkd.losses.kd import cross_entropy, kd_kl
@@ -205,6 +205,17 @@ class SLKD(Distiller):
     def on_epoch_start(self, epoch: int) -> None:
         self._set_sl_frozen(self.sl_teachers_frozen(epoch))
 
+    @property
+    def find_unused_parameters(self) -> bool:
+        """Sequential phases leave one group without gradient (the student, then the SL-teachers)."""
+        return self.params.mode == "sequential"
+
+    @classmethod
+    def length_dependence(cls, params: BaseModel, bias: BiasConfig | None) -> str | None:
+        if params.mode == "sequential":  # type: ignore[attr-defined]
+            return "slkd's sequential phases and their LR schedules are laid out over train.epochs"
+        return super().length_dependence(params, bias)
+
     def schedule_spans(self) -> dict[str, tuple[int, int]]:
         p = self.params
         if p.mode != "sequential":
@@ -282,7 +293,7 @@ class SLKD(Distiller):
 
     def _sl_term(
         self, logits: Tensor, fused: Tensor, targets: Tensor, progress: Progress, ce: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Any]]:
         """``η·L_SL-TS`` (eq. 3), through the bias plug-in when ``bias_on_sl_term``."""
         p: SLKDParams = self.params
         w_ce, w_kd = p.eta * p.alpha, p.eta * (1.0 - p.alpha)
@@ -293,6 +304,5 @@ class SLKD(Distiller):
         targets_b = self.bias.teacher_targets(fused, targets, p.temperature)
         distill = kd_kl(logits, targets_b.teacher_logits, p.temperature)
         loss, parts = self.bias.combine(ce, distill, targets_b, progress, w_ce, w_kd)
-        terms = {k: parts.pop(k) for k in ("ce", "kd_easy", "kd_hard")}
-        stats = {f"rows_sl{k[len('rows'):]}": v for k, v in parts.items() if k.startswith("rows_")}
-        return loss, terms, stats
+        terms = {k: parts[k] for k in ("ce", "kd_easy", "kd_hard")}
+        return loss, terms, reporting.step_stats(parts, prefix="rows_sl")

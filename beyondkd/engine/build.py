@@ -1,9 +1,17 @@
-"""Assemble a run from a validated config: device, data, models, method, trainer."""
+"""Assemble a classification run from a validated config: device, data, models, method, trainer.
+
+:func:`prepare_run` calls one named builder per step: :func:`check_sections`,
+:func:`resolved_config` / :func:`run_record` (what the run records), the run folder check,
+:func:`join_process_group`, :func:`build_loaders`, :func:`build_networks`, :func:`build_method`,
+:func:`measure_teacher`, :func:`attach_teacher_cache`, the teacher readout,
+:func:`compile_networks`, and the :class:`~beyondkd.engine.trainer.Trainer`.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,11 +29,13 @@ from beyondkd.data.registry import build_splits
 from beyondkd.distillers.base import Distiller, DistillerContext
 from beyondkd.distillers.registry import build_distiller, format_validation_error, get_distiller_class, validate_params
 from beyondkd.engine.checkpoint import load_checkpoint
+from beyondkd.engine.classification import ClassificationTask
+from beyondkd.engine.distributed import DistEnv, all_gather_rows, world_size_from_env
 from beyondkd.engine.evaluate import evaluation_sums, metrics_from_sums
 from beyondkd.engine.freeze import apply_freeze
+from beyondkd.engine.resume import check_run_folder
 from beyondkd.engine.teacher_cache import CachedTeacherLoader, load_or_compute
 from beyondkd.engine.teacher_readout import TeacherReadout, measure_teacher_on_train_rows
-from beyondkd.engine.distributed import DistEnv
 from beyondkd.engine.trainer import Trainer, TrainResult
 from beyondkd.errors import BeyondKDError, ConfigError
 from beyondkd.models.registry import build_model
@@ -250,29 +260,27 @@ class PreparedRun:
     teacher_readout: TeacherReadout | None = None
 
 
-def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cache_dir: str | Path | None = None) -> PreparedRun:
-    """Build data, models, method and trainer for ``train-teacher`` or ``distill``.
-
-    Under ``torchrun`` (``WORLD_SIZE > 1`` in the environment) the process joins the group and
-    trains its shard; see :mod:`beyondkd.engine.distributed`.
-    """
-    cfg = config
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+def check_sections(cfg: RunConfig, mode: Mode) -> None:
+    """The config has the sections ``mode`` trains (one-line errors otherwise)."""
     if mode == "train-teacher":
         if cfg.model is None:
             raise ConfigError("train-teacher needs a 'model:' section naming the network to train (got 'student:')"
                               if cfg.student is not None else "train-teacher needs a 'model:' section naming the network to train")
         if cfg.teacher is not None:
             raise ConfigError("train-teacher trains on labels only: remove the 'teacher:' section (or use beyondkd distill)")
-    else:
-        if cfg.student is None:
-            raise ConfigError("distill needs a 'student:' section (use beyondkd train-teacher for a 'model:' config)")
-    method_name = method_name_for(cfg, mode)
-    # Validate the cheap things first, so a typo fails before any data or model is loaded.
-    resolved = resolved_config(cfg, mode)
-    record = run_record(cfg, mode)
-    bias = parse_bias(cfg.method.bias)
+    elif cfg.student is None:
+        raise ConfigError("distill needs a 'student:' section (use beyondkd train-teacher for a 'model:' config)")
+
+
+def length_dependence(cfg: RunConfig, mode: Mode) -> str | None:
+    """Why the run depends on ``train.epochs`` (LR schedule, method, plug-in), or ``None``."""
+    cls = get_distiller_class(method_name_for(cfg, mode))
+    return ClassificationTask().length_dependence(cfg.train) or cls.length_dependence(
+        validate_params(cls, cfg.method.params), parse_bias(cfg.method.bias))
+
+
+def join_process_group(cfg: RunConfig, dist: DistEnv | None) -> tuple[torch.device, DistEnv]:
+    """The training device and the process group (joined under torchrun; see :mod:`~beyondkd.engine.distributed`)."""
     device = resolve_device(cfg.train.device)
     if dist is None:
         dist = DistEnv.from_env(device.type)
@@ -280,26 +288,32 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cach
         device = torch.device("cuda", dist.local_rank)
     if cfg.train.sync_bn and not (dist.enabled and device.type == "cuda"):
         raise ConfigError("train.sync_bn needs a multi-GPU run (torchrun on CUDA devices): remove it or set it to false")
-    seed_everything(cfg.seed)
-    train_loader, ordered_loader, val_loader, info, facts = build_loaders(cfg, device, dist.rank, dist.world_size)
-    check_batch_size(cfg.data.batch_size, facts["num_samples"], cfg.data.subset, dist.world_size)
+    return device, dist
 
-    trained = cfg.trained
+
+def build_networks(cfg: RunConfig, info: DatasetInfo, mode: Mode) -> tuple[nn.Module, dict[str, Any], nn.Module | None, dict[str, Any]]:
+    """The trained network (frozen in part as configured) and the teacher (``None`` without one), each with its metadata."""
     role = "student" if mode == "distill" else "model"
-    student, student_meta = load_network(trained, info, role, require_checkpoint=False)
-    freeze_network(student, trained, role)
-    teacher, teacher_acc, teacher_meta = None, None, {}
+    student, student_meta = load_network(cfg.trained, info, role, require_checkpoint=False)
+    freeze_network(student, cfg.trained, role)
+    teacher, teacher_meta = None, {}
     if cfg.teacher is not None:
         teacher, teacher_meta = load_network(cfg.teacher, info, "teacher", require_checkpoint=True)
-    steps_per_epoch = len(train_loader)
+    return student, student_meta, teacher, teacher_meta
+
+
+def build_method(cfg: RunConfig, mode: Mode, student: nn.Module, teacher: nn.Module | None, teacher_meta: dict[str, Any],
+                 info: DatasetInfo, num_samples: int, steps_per_epoch: int, device: torch.device) -> Distiller:
+    """The distiller on ``device`` (SyncBatchNorm and channels-last as configured)."""
     context = DistillerContext(
         num_classes=info.num_classes, in_channels=info.in_channels,
-        image_size=cfg.data.image_size or info.image_size, num_samples=facts["num_samples"],
+        image_size=cfg.data.image_size or info.image_size, num_samples=num_samples,
         total_steps=steps_per_epoch * cfg.train.epochs, total_epochs=cfg.train.epochs, seed=cfg.seed,
         teacher_model=cfg.teacher.name if cfg.teacher is not None else None,
         teacher_options=dict(teacher_meta.get("options", {})),
+        gather_rows=all_gather_rows,  # identity in one process
     )
-    distiller = build_distiller(method_name, student, teacher, cfg.method.params, bias, context)
+    distiller = build_distiller(method_name_for(cfg, mode), student, teacher, cfg.method.params, parse_bias(cfg.method.bias), context)
     if cfg.train.sync_bn:
         for name, child in list(distiller.named_children()):
             if name != "teacher":
@@ -307,57 +321,112 @@ def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cach
     distiller.to(device)
     if cfg.train.channels_last:
         distiller.to(memory_format=torch.channels_last)
+    return distiller
 
+
+def autocast_factory(cfg: RunConfig, device: torch.device):
+    """A no-argument factory of the run's autocast context (a null context in fp32)."""
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
 
     def autocast():
-        from contextlib import nullcontext
-
         return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
 
+    return autocast
+
+
+def measure_teacher(distiller: Distiller, val_loader: Any, autocast: Any, dist: DistEnv) -> float | None:
+    """The teacher's validation top-1 (``None`` without a teacher)."""
+    if distiller.teacher is None:
+        return None
+    return metrics_from_sums(dist.all_reduce_sum(evaluation_sums(distiller.teacher, val_loader, autocast)))["val_acc"]
+
+
+def attach_teacher_cache(cfg: RunConfig, distiller: Distiller, train_loader: Any, ordered_loader: Any, facts: dict[str, Any],
+                         cache_dir: str | Path | None, autocast: Any, device: torch.device) -> Any:
+    """The training loader, serving cached teacher logits when the run allows it (``train.teacher_cache``)."""
+    if distiller.teacher is None:
+        return train_loader
+    mode = cfg.train.teacher_cache
+    if not (mode == "on" or (mode == "auto" and not cfg.data.augment)):
+        return train_loader
+    if cfg.data.augment:
+        raise ConfigError("train.teacher_cache: on needs data.augment: false (augmented images change every epoch)")
+    if not distiller.teacher_logits_only:
+        if mode == "on":
+            raise ConfigError(f"method '{distiller.name}' reads teacher features, so its teacher cannot be cached: set train.teacher_cache: off")
+        return train_loader
+    if ordered_loader is None:
+        return train_loader
+    cdir = Path(cache_dir or cfg.train.cache_dir or (cfg.resolved_output_dir().parent / ".cache"))
+    targets = train_loader.targets if hasattr(train_loader, "targets") else torch.zeros(0)
+    logits, _ = load_or_compute(distiller.teacher, ordered_loader, facts["num_samples"], targets, facts, cdir, autocast)
+    return CachedTeacherLoader(train_loader, logits.to(device))
+
+
+def compile_networks(cfg: RunConfig, distiller: Distiller) -> None:
+    """``torch.compile`` student and teacher when ``train.compile`` asks for it."""
+    if not cfg.train.compile:
+        return
+    mode_name = None if cfg.train.compile in (True, "default") else cfg.train.compile
+    distiller.student.compile(mode=mode_name)
     if distiller.teacher is not None:
-        sums = evaluation_sums(distiller.teacher, val_loader, autocast)
-        teacher_acc = metrics_from_sums(dist.all_reduce_sum(sums))["val_acc"]
-        use_cache = cfg.train.teacher_cache == "on" or (cfg.train.teacher_cache == "auto" and not cfg.data.augment)
-        if use_cache:
-            if cfg.data.augment:
-                raise ConfigError("train.teacher_cache: on needs data.augment: false (augmented images change every epoch)")
-            if not distiller.teacher_logits_only:
-                if cfg.train.teacher_cache == "on":
-                    raise ConfigError(f"method '{method_name}' reads teacher features, so its teacher cannot be cached: set train.teacher_cache: off")
-            elif ordered_loader is not None:
-                cdir = Path(cache_dir or cfg.train.cache_dir or (cfg.resolved_output_dir().parent / ".cache"))
-                targets = train_loader.targets if hasattr(train_loader, "targets") else torch.zeros(0)
-                logits, _ = load_or_compute(distiller.teacher, ordered_loader, facts["num_samples"], targets, facts, cdir, autocast)
-                train_loader = CachedTeacherLoader(train_loader, logits.to(device))
+        distiller.teacher.compile(mode=mode_name)
+
+
+def prepare_run(config: RunConfig, mode: Mode, dist: DistEnv | None = None, cache_dir: str | Path | None = None,
+                resume: bool | None = None) -> PreparedRun:
+    """Build data, models, method and trainer for ``train-teacher`` or ``distill``.
+
+    Cheap things are validated first, so a typo fails before any data or model is loaded. With
+    ``resume`` given (the CLI passes ``--resume``), the run folder is checked
+    (:func:`~beyondkd.engine.resume.check_run_folder`) by every process before it joins the
+    process group; ``trainer.fit`` checks it again in any case. Under ``torchrun``
+    (``WORLD_SIZE > 1`` in the environment) the process then joins the group and trains its
+    shard; see :mod:`beyondkd.engine.distributed`.
+    """
+    cfg = config
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    check_sections(cfg, mode)
+    resolved = resolved_config(cfg, mode).model_dump(mode="json")
+    record = run_record(cfg, mode)
+    length = length_dependence(cfg, mode)
+    output_dir = cfg.resolved_output_dir()
+    if resume is not None:
+        check_run_folder(output_dir, resume, resolved, length, dist.world_size if dist is not None else world_size_from_env())
+    device, dist = join_process_group(cfg, dist)
+    seed_everything(cfg.seed)
+    train_loader, ordered_loader, val_loader, info, facts = build_loaders(cfg, device, dist.rank, dist.world_size)
+    check_batch_size(cfg.data.batch_size, facts["num_samples"], cfg.data.subset, dist.world_size)
+    student, student_meta, teacher, teacher_meta = build_networks(cfg, info, mode)
+    distiller = build_method(cfg, mode, student, teacher, teacher_meta, info, facts["num_samples"], len(train_loader), device)
+    autocast = autocast_factory(cfg, device)
+    teacher_acc = measure_teacher(distiller, val_loader, autocast, dist)
+    train_loader = attach_teacher_cache(cfg, distiller, train_loader, ordered_loader, facts, cache_dir, autocast, device)
     readout = None
     if distiller.teacher is not None and cfg.train.teacher_readout_rows > 0:
         readout = measure_teacher_on_train_rows(distiller.teacher, train_loader, facts["num_samples"],
                                                 cfg.train.teacher_readout_rows, autocast, dist)
-    if cfg.train.compile:
-        mode_name = None if cfg.train.compile in (True, "default") else cfg.train.compile
-        distiller.student.compile(mode=mode_name)
-        if distiller.teacher is not None:
-            distiller.teacher.compile(mode=mode_name)
-
-    output_dir = cfg.resolved_output_dir()
-    meta = {
+    compile_networks(cfg, distiller)
+    meta: dict[str, Any] = {
         "name": cfg.name,
         "model_meta": {**student_meta, "dataset": info.name, "image_size": cfg.data.image_size or info.image_size},
-        "config": resolved.model_dump(mode="json"),
+        "config": resolved,
         "record": record,
+        "length_dependence": length,
     }
     if teacher_acc is not None:
         meta["teacher_acc"] = teacher_acc
+        meta["epoch_constants"] = {"teacher_acc": teacher_acc}
     if readout is not None:
         meta["teacher_on_train_rows"] = readout.record()
-    trainer = Trainer(distiller, train_loader, val_loader, cfg.train, output_dir, device, meta, dist)
+    trainer = Trainer(distiller, train_loader, val_loader, cfg.train, output_dir, device, meta, dist, ClassificationTask())
     return PreparedRun(cfg, mode, device, info, distiller, trainer, teacher_acc, output_dir, readout)
 
 
 def run_training(config: RunConfig, mode: Mode, resume: bool = False, cache_dir: str | Path | None = None) -> TrainResult:
     """Prepare and run (the trainer records the resolved config as ``config.yaml``)."""
-    prepared = prepare_run(config, mode, cache_dir=cache_dir)
+    prepared = prepare_run(config, mode, cache_dir=cache_dir, resume=resume)
     return prepared.trainer.fit(resume=resume)
 
 

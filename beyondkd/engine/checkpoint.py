@@ -87,7 +87,12 @@ def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, An
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """The state of every RNG a run draws from (CPU, CUDA, numpy, python)."""
+    """The state of every RNG a run draws from (CPU, the current CUDA device, numpy, python).
+
+    Only the current CUDA device's generator is kept: under torchrun each process draws from its
+    own device, and every process's generator is in the same state as rank 0's (same seed, same
+    draws), so rank 0's checkpoint restores each process's own device exactly.
+    """
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -95,7 +100,7 @@ def capture_rng_state() -> dict[str, Any]:
         "python": _python_state_to_lists(random.getstate()),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -107,7 +112,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        if isinstance(state["cuda"], (list, tuple)):  # older checkpoints kept every device's state
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            torch.cuda.set_rng_state(state["cuda"])
 
 
 def _python_state_to_lists(state: tuple) -> list[Any]:

@@ -1,5 +1,8 @@
 """PNG plots of runs: accuracy against epoch (BTKD Fig. 4 style), and the shared pieces of
-every run plot (whole-epoch axis, legend under the panels)."""
+every run plot (whole-epoch axis, legend under the panels, :func:`save_figure`).
+
+The plug-in's statistics are plotted by :mod:`beyondkd.bench.plots` (``beyondkd report``).
+"""
 
 from __future__ import annotations
 

@@ -1,16 +1,24 @@
-"""The training loop, shared by every method. It knows nothing method-specific.
+"""The training loop, the one of every task and method. It knows no task and no method.
 
-Per epoch: ``distiller.training_step`` on each batch (under autocast when asked), a
-finiteness check naming the offending term, one backward, a step of every parameter group's
-optimizer and per-iteration LR schedule; then evaluation, one line in ``metrics.jsonl``,
-TensorBoard scalars and an atomic checkpoint (``last.pt``, and ``best.pt`` when the validation
-accuracy improves). ``fit(resume=True)`` continues from ``last.pt``, mid-epoch included, with
-the optimizer, schedule, scaler and RNG states restored.
+Per epoch: ``training_step`` of the method on each batch (under autocast when asked, through
+``DistributedDataParallel`` under torchrun), the on-device non-finite guard, one backward, a
+step of every parameter group's optimizer and per-iteration LR schedule; then the epoch's
+record (the method's statistics reduced as each declares, the LR of every parameter group),
+evaluation by the task, one line in ``metrics.jsonl``, TensorBoard scalars and an atomic
+checkpoint (``last.pt``, and ``best.pt`` when the task's metric improves).
+
+``fit(resume=True)`` continues from ``last.pt``, mid-epoch included, with the optimizer,
+schedule, scaler, RNG states and the interrupted epoch's partial sums restored, after checking
+that the run's settings are the recorded ones (:mod:`beyondkd.engine.resume`).
+
+What differs between classification and detection is the :class:`~beyondkd.engine.task.Task`;
+what differs between methods is the :class:`~beyondkd.core.Trainable`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from contextlib import nullcontext
@@ -20,12 +28,8 @@ from typing import Any
 
 import torch
 import yaml
-from torch import Tensor
 
-from beyondkd.bias.schedule import Progress
-from beyondkd.config import OptimizerConfig, TrainConfig
-from beyondkd.distillers.base import Distiller
-from beyondkd.engine.distributed import DistEnv
+from beyondkd.core import Progress, Trainable
 from beyondkd.engine.checkpoint import (
     CHECKPOINT_VERSION,
     atomic_save,
@@ -34,24 +38,41 @@ from beyondkd.engine.checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
-from beyondkd.engine.evaluate import evaluation_sums, metrics_from_sums
+from beyondkd.engine.classification import ClassificationTask
+from beyondkd.engine.distributed import DistEnv, average_buffers, wrap_replicated
+from beyondkd.engine.epoch_sums import EpochSums
 from beyondkd.engine.logging import MetricsLogger, epoch_progress
-from beyondkd.engine.optim import build_optimizer, build_scheduler, clip_gradients_per_optimizer
-from beyondkd.engine.plots import plot_accuracy
+from beyondkd.engine.nonfinite import NonFiniteGuard
+from beyondkd.engine.optim import clip_gradients_per_optimizer
+from beyondkd.engine.resume import check_run_folder
 from beyondkd.engine.sinks import RunInfo
-from beyondkd.errors import BeyondKDError, NonFiniteLossError
+from beyondkd.engine.task import EngineSettings, Task
+from beyondkd.errors import BeyondKDError
 
 
 @dataclass
 class TrainResult:
-    """Outcome of :meth:`Trainer.fit`."""
+    """Outcome of :meth:`Trainer.fit`.
+
+    ``best`` and ``last`` are the task's metric (``val_acc`` in percent for classification,
+    COCO ``AP`` for detection) at the best and at the last evaluated epoch.
+    """
 
     output_dir: Path
-    best_acc: float
+    best: float
     best_epoch: int
-    last_acc: float
+    last: float
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    metric: str = "val_acc"
+
+    @property
+    def best_acc(self) -> float:
+        return self.best
+
+    @property
+    def last_acc(self) -> float:
+        return self.last
 
 
 def _has_gradient(optimizer: torch.optim.Optimizer) -> bool:
@@ -60,29 +81,37 @@ def _has_gradient(optimizer: torch.optim.Optimizer) -> bool:
 
 
 class Trainer:
-    """Trains a :class:`Distiller`.
+    """Trains a :class:`~beyondkd.core.Trainable` (a distiller, a detector) for a task.
 
     Args:
         distiller: the method (already on ``device``).
-        train_loader, val_loader: loaders yielding :class:`Batch` with ``set_epoch`` and ``len``.
-        cfg: the ``train`` section of the run config.
+        train_loader, val_loader: loaders of the task's batches with ``set_epoch`` and ``len``.
+        cfg: the ``train`` section of the run config (:class:`~beyondkd.engine.task.EngineSettings`
+            plus what the task's optimizers read).
         output_dir: run folder (checkpoints, metrics, plots).
         device: training device.
-        meta: facts written into checkpoints and the summary (``model_meta``, ``config``,
-            ``teacher_acc``, ...).
-        dist: distributed context (gradients and metrics are averaged over its ranks).
+        meta: facts written into checkpoints and the summary: ``name``, ``model_meta``,
+            ``config`` (the resolved config, compared on resume), ``record`` (the resolved
+            method and plug-in), ``length_dependence`` (why ``train.epochs`` may not change on
+            resume), ``epoch_constants`` (added to every epoch record, e.g. ``teacher_acc``)
+            and whatever the task's summary reads.
+        dist: distributed context (the trainable part is wrapped in DistributedDataParallel).
+        task: the task (default: classification).
+        logger: the run's metrics logger (default: ``metrics.jsonl`` and TensorBoard on rank 0).
     """
 
     def __init__(
         self,
-        distiller: Distiller,
+        distiller: Trainable,
         train_loader: Any,
         val_loader: Any,
-        cfg: TrainConfig,
+        cfg: EngineSettings,
         output_dir: str | Path,
         device: torch.device,
         meta: dict[str, Any] | None = None,
         dist: DistEnv = DistEnv(),
+        task: Task | None = None,
+        logger: MetricsLogger | None = None,
     ) -> None:
         self.distiller = distiller
         self.train_loader = train_loader
@@ -92,42 +121,27 @@ class Trainer:
         self.device = device
         self.meta = dict(meta or {})
         self.dist = dist
+        self.task: Task = task if task is not None else ClassificationTask()
         self.steps_per_epoch = len(train_loader)
         if self.steps_per_epoch == 0:
             raise BeyondKDError("the training set is smaller than one batch: lower data.batch_size or raise data.subset")
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
-        spans = distiller.schedule_spans()
-        for group, params in distiller.param_groups().items():
-            if not params:
-                continue
-            opt_cfg: OptimizerConfig = cfg.extra_optimizers.get(group, cfg.optimizer)
-            self.optimizers[group] = build_optimizer(params, opt_cfg, device)
-            first, end = spans.get(group, (0, cfg.epochs))
-            self.schedulers[group] = build_scheduler(
-                self.optimizers[group], cfg.scheduler, self.steps_per_epoch,
-                self.steps_per_epoch * (end - first), start_step=self.steps_per_epoch * first,
-            )
-        self._trainable = [p for params in distiller.param_groups().values() for p in params]
-        unknown = set(cfg.extra_optimizers) - set(self.optimizers)
-        if unknown:
-            raise BeyondKDError(
-                f"train.extra_optimizers names groups {sorted(unknown)} that method '{distiller.name}' does not have "
-                f"(it has {sorted(self.optimizers)})"
-            )
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.optimizers, self.schedulers = self.task.build_optimizers(distiller, cfg, self.steps_per_epoch, device)
         if cfg.precision == "fp16" and device.type != "cuda":
             raise BeyondKDError("train.precision fp16 needs a CUDA device: use bf16 or fp32 on the CPU")
-        self._amp_dtype = amp_dtype
+        self._amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
-        self.logger = MetricsLogger(self.output_dir, enabled=dist.is_main, loggers=cfg.loggers,
-                                    run=RunInfo(str(self.meta.get("name", "run")), dict(self.meta.get("config", {}))))
+        self.logger = logger if logger is not None else MetricsLogger(
+            self.output_dir, enabled=dist.is_main, loggers=getattr(cfg, "loggers", None),
+            run=RunInfo(str(self.meta.get("name", "run")), dict(self.meta.get("config", {}))))
+        self._replicated = wrap_replicated(distiller, dist, device) if dist.enabled else None
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
-        self.best_acc = -1.0
+        self.best_value = -math.inf
         self.best_epoch = -1
+        self._partial: dict[str, Any] | None = None  # the interrupted epoch's sums, after a resume
+        self.guard = self._new_guard()
 
     # ------------------------------------------------------------------------------------
     def autocast(self):
@@ -143,12 +157,17 @@ class Trainer:
     def best_path(self) -> Path:
         return self.output_dir / "best.pt"
 
-    def _checkpoint(self) -> dict[str, Any]:
+    def _new_guard(self) -> NonFiniteGuard:
+        return NonFiniteGuard(self.device, self.global_step, self.steps_per_epoch, self.last_path,
+                              self.task.nonfinite_hint, self.dist)
+
+    def _checkpoint(self, partial: dict[str, Any] | None) -> dict[str, Any]:
         state = self.distiller.checkpoint_state()
         model = {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
         extra = {k: v for k, v in state.items() if not k.startswith("student.")}
         return {
             "version": CHECKPOINT_VERSION,
+            "task": self.task.name,
             "model": model,
             "distiller": extra,
             "model_meta": self.meta.get("model_meta", {}),
@@ -158,17 +177,35 @@ class Trainer:
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng_state(),
+            "world_size": self.dist.world_size,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
-            "best_acc": self.best_acc,
+            "epoch_partial": partial,
+            "metric": self.task.metric,
+            "best_value": self.best_value,
             "best_epoch": self.best_epoch,
             "history": self.logger.history,
         }
 
-    def save(self, path: Path) -> None:
+    def _sync_buffers(self) -> None:
+        """Every process's replicated buffers (BatchNorm statistics) made equal (a collective call)."""
+        if self._replicated is not None:
+            average_buffers(self._replicated.module, self.dist)
+
+    def save(self, path: Path, partial: EpochSums | None = None, sync: bool = True) -> None:
+        """Write a checkpoint (rank 0), never after a non-finite loss (a collective call under torchrun).
+
+        Args:
+            partial: the running epoch's sums, for a mid-epoch checkpoint.
+            sync: average the replicated buffers first (skipped when just done).
+        """
+        self.guard.check()
+        if sync:
+            self._sync_buffers()
+        state = partial.reduced_state(self.dist) if partial is not None else None
         if self.dist.is_main:
-            atomic_save(self._checkpoint(), path)
+            atomic_save(self._checkpoint(state), path)
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Restore state from ``path`` (default ``last.pt``); False if there is nothing to resume."""
@@ -180,57 +217,45 @@ class Trainer:
         state.update(ckpt.get("distiller", {}))
         try:
             self.distiller.load_checkpoint_state(state)
-        except RuntimeError as exc:
+            for k, o in self.optimizers.items():
+                o.load_state_dict(ckpt["optimizers"][k])
+            for k, s in self.schedulers.items():
+                s.load_state_dict(ckpt["schedulers"][k])
+        except (RuntimeError, KeyError, ValueError) as exc:
             raise BeyondKDError(f"cannot resume from {path}: {str(exc).splitlines()[0]} (was it written by another config?)") from None
-        for k, o in self.optimizers.items():
-            o.load_state_dict(ckpt["optimizers"][k])
-        for k, s in self.schedulers.items():
-            s.load_state_dict(ckpt["schedulers"][k])
         self.scaler.load_state_dict(ckpt["scaler"])
         restore_rng_state(ckpt["rng"])
         self.epoch = int(ckpt["epoch"])
         self.step_in_epoch = int(ckpt["step_in_epoch"])
         self.global_step = int(ckpt["global_step"])
-        self.best_acc = float(ckpt["best_acc"])
+        self.best_value = float(ckpt.get("best_value", ckpt.get("best_acc", -math.inf)))
         self.best_epoch = int(ckpt["best_epoch"])
+        self._partial = ckpt.get("epoch_partial") if self.step_in_epoch else None
         self.logger.restore([r for r in ckpt["history"] if r["epoch"] < self.epoch])
+        self.guard = self._new_guard()
         return True
 
     # ------------------------------------------------------------------------------------
-    def _check_finite(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
-        if self.dist.all_true(bool(torch.isfinite(loss)), self.device):
-            return
-        bad = next((k for k, v in terms.items() if not bool(torch.isfinite(v).all())), "loss")
-        value = float(terms[bad]) if bad in terms else float(loss)
-        kept = f"the last good checkpoint {self.last_path} is intact" if self.last_path.is_file() else "no checkpoint was written"
-        raise NonFiniteLossError(
-            f"non-finite loss ({bad} = {value}) at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}: "
-            f"lower train.optimizer.lr, use train.precision fp32 or set train.grad_clip; {kept}"
-        )
-
-    def _train_epoch(self) -> dict[str, float]:
+    def _train_epoch(self) -> dict[str, Any]:
         d = self.distiller
         d.train()
         d.on_epoch_start(self.epoch)
         self.train_loader.set_epoch(self.epoch, skip_batches=self.step_in_epoch)
-        zero = torch.zeros((), device=self.device, dtype=torch.float64)
-        loss_sum, correct, seen = zero.clone(), zero.clone(), zero.clone()
-        term_sums: dict[str, Tensor] = {}
-        stat_sums: dict[str, Tensor] = {}
-        stat_last: dict[str, Tensor] = {}
-        steps = 0
+        sums = EpochSums(self.device)
+        if self._partial is not None:
+            sums.load_state(self._partial, holds_sums=self.dist.is_main)
+            self._partial = None
+        step = self._replicated if self._replicated is not None else d.training_step
         t0 = time.perf_counter()
         bar = self._progress_bar()
         for batch in self.train_loader:
             progress = Progress(self.global_step, self.total_steps, self.epoch, self.cfg.epochs)
             with self.autocast():
-                out = d.training_step(batch, progress)
-            if (self.global_step + 1) % self.cfg.nan_check_every == 0:
-                self._check_finite(out.loss, out.terms)
+                out = step(batch, progress)
+            self.guard.observe(out.loss, out.terms)
             for opt in self.optimizers.values():
                 opt.zero_grad(set_to_none=True)
             self.scaler.scale(out.loss).backward()
-            self.dist.average_gradients(self._trainable)
             # a group the step left without gradient (a phase that trains other groups) is not stepped
             stepping = [opt for opt in self.optimizers.values() if _has_gradient(opt)]
             if self.cfg.grad_clip is not None:
@@ -247,17 +272,7 @@ class Trainer:
                     with warnings.catch_warnings():
                         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
                         sched.step()
-            # bookkeeping without host syncs
-            n = len(batch)
-            loss_sum += out.loss.detach().double() * n
-            correct += (out.logits.detach().argmax(1) == batch.targets).sum()
-            seen += n
-            for k, v in out.terms.items():
-                term_sums[k] = term_sums.get(k, zero) + v.double()
-            for k, v in out.stats.items():
-                stat_sums[k] = stat_sums.get(k, zero) + v.double()
-                stat_last[k] = v
-            steps += 1
+            sums.add(out, len(batch), self.task.train_sums(out, batch))  # device operations only
             self.global_step += 1
             self.step_in_epoch += 1
             if self.global_step % self.cfg.log_every == 0:
@@ -266,41 +281,26 @@ class Trainer:
                     bar.set_postfix(loss=f"{float(out.loss.detach()):.4f}")
             if bar is not None:
                 bar.update(1)
+            if self.global_step % self.cfg.nan_check_every == 0:
+                self.guard.check()
             if self.cfg.checkpoint_every_steps and self.global_step % self.cfg.checkpoint_every_steps == 0:
-                if not bool(torch.isfinite(loss_sum)):
-                    self._check_finite(out.loss, out.terms)
-                self.save(self.last_path)
+                self.save(self.last_path, partial=sums)
         if bar is not None:
-            bar.set_postfix(loss=f"{float(loss_sum / seen.clamp_min(1)):.4f}")  # the epoch's mean
+            if "loss" in sums.sums:  # the epoch's mean (this process's rows)
+                bar.set_postfix(loss=f"{float(sums.sums['loss'] / sums.sums['samples'].clamp_min(1)):.4f}")
             bar.close()
-        elapsed = time.perf_counter() - t0
-        if not bool(torch.isfinite(loss_sum)):
-            self._check_finite(loss_sum.float(), {k: v for k, v in term_sums.items()})
-        if self.dist.enabled:  # every rank's share of the epoch, added up
-            totals = self.dist.all_reduce_sum(torch.stack([loss_sum, correct, seen]))
-            loss_sum, correct, seen = totals[0], totals[1], totals[2]
-            for sums in (term_sums, stat_sums):
-                for k in sorted(sums):
-                    sums[k] = self.dist.all_reduce_sum(sums[k].clone())
-                    if not k.startswith("rows"):
-                        sums[k] /= self.dist.world_size
-        record: dict[str, float] = {}
-        if steps:
-            record["train_loss"] = float(loss_sum / seen)
-            record["train_acc"] = float(100.0 * correct / seen)
-            record.update({f"loss_{k}": float(v / steps) for k, v in term_sums.items()})
-            rows = stat_sums.get("rows")
-            for k, v in stat_sums.items():
-                if k.startswith("rows"):
-                    record[k] = int(v)
-                    if rows is not None and k != "rows":
-                        record["frac" + k[len("rows") :]] = float(v / rows.clamp_min(1))
-                else:
-                    record[k] = float(v / steps)
-                    record[f"{k}_last"] = float(stat_last[k])
-            record["epoch_seconds"] = elapsed
-            record["images_per_second"] = float(seen) / max(elapsed, 1e-9)
-        return record
+        self.guard.check()
+        return sums.record(self.dist, self.task, d, time.perf_counter() - t0)
+
+    def _learning_rates(self) -> dict[str, float]:
+        """``lr_<group>`` of every parameter group (``lr_<group>_<i>`` within one optimizer), and
+        ``lr``, the first group's."""
+        lrs: dict[str, float] = {}
+        for name, opt in self.optimizers.items():
+            groups = opt.param_groups
+            for i, g in enumerate(groups):
+                lrs[f"lr_{name}" if len(groups) == 1 else f"lr_{name}_{i}"] = float(g["lr"])
+        return {"lr": next(iter(lrs.values()), 0.0), **lrs}
 
     def _progress_bar(self):
         if not (self.cfg.progress_bar and self.dist.is_main):
@@ -309,72 +309,55 @@ class Trainer:
                               f"{self.meta.get('name', 'train')} epoch {self.epoch + 1}/{self.cfg.epochs}")
 
     def evaluate(self) -> dict[str, float]:
-        """Validation metrics of the student over the whole validation set."""
-        self.distiller.eval()
-        self.val_loader.set_epoch(0)
-        sums = evaluation_sums(self.distiller, self.val_loader, self.autocast)
-        return metrics_from_sums(self.dist.all_reduce_sum(sums))
+        """The task's validation figures of the student over the whole validation set."""
+        return self.task.evaluate(self.distiller, self.val_loader, self.autocast, self.dist)
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train for ``cfg.epochs`` epochs (continuing from ``last.pt`` if ``resume``)."""
-        if resume:
-            if self.dist.is_main:  # half-written files of a killed run (the real ones are intact)
+        """Train for ``cfg.epochs`` epochs (continuing from ``last.pt`` if ``resume``).
+
+        Every process checks the run folder first (:func:`~beyondkd.engine.resume.check_run_folder`).
+        """
+        check_run_folder(self.output_dir, resume, self.meta.get("config") or None,
+                         self.meta.get("length_dependence"), self.dist.world_size)
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if resume:  # half-written files of a killed run (the real ones are intact)
                 for stale in self.output_dir.glob(".*.pt.*.tmp"):
                     stale.unlink(missing_ok=True)
-            if not self.resume():
-                raise BeyondKDError(f"nothing to resume: {self.last_path} does not exist (run without --resume to start)")
-        elif self.last_path.exists() and self.dist.is_main:
-            raise BeyondKDError(
-                f"{self.output_dir} already holds a run: pass --resume to continue it, or choose another output_dir"
-            )
-        if self.dist.is_main:  # only once the start checks passed: a failed start leaves nothing
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
         if self.dist.is_main and self.meta.get("config"):
             atomic_write_text(yaml.safe_dump(self.meta["config"], sort_keys=False), self.output_dir / "config.yaml")
-        if self.epoch >= self.cfg.epochs:
-            return self._finish()
         while self.epoch < self.cfg.epochs:
             record: dict[str, Any] = {"epoch": self.epoch}
             record.update(self._train_epoch())
-            record["lr"] = self.optimizers["student"].param_groups[0]["lr"] if "student" in self.optimizers else 0.0
+            record.update(self._learning_rates())
+            self._sync_buffers()  # the evaluated model is the saved one
             if (self.epoch + 1) % self.cfg.eval_every == 0 or self.epoch + 1 == self.cfg.epochs:
                 record.update(self.evaluate())
-            if "teacher_acc" in self.meta:
-                record["teacher_acc"] = self.meta["teacher_acc"]
-            is_best = "val_acc" in record and record["val_acc"] > self.best_acc
+            record.update(self.meta.get("epoch_constants", {}))
+            value = record.get(self.task.metric)
+            is_best = value is not None and value > self.best_value
             if is_best:
-                self.best_acc, self.best_epoch = record["val_acc"], self.epoch
+                self.best_value, self.best_epoch = float(value), self.epoch
             self.logger.log_epoch(record)
             self.epoch += 1
             self.step_in_epoch = 0
-            self.save(self.last_path)
+            self.save(self.last_path, sync=False)
             if is_best:
-                self.save(self.best_path)
+                self.save(self.best_path, sync=False)
         return self._finish()
 
     def _finish(self) -> TrainResult:
         history = self.logger.history
-        last_acc = next((r["val_acc"] for r in reversed(history) if "val_acc" in r), float("nan"))
-        summary = {
-            "name": self.meta.get("name"),
-            "method": self.distiller.name,
-            # the resolved method parameters and plug-in settings (preset, name, every field)
-            "params": (self.meta.get("record") or {}).get("params"),
-            "bias": (self.meta.get("record") or {}).get("bias"),
-            "teacher_on_train_rows": self.meta.get("teacher_on_train_rows"),
-            "best_acc": self.best_acc,
-            "best_epoch": self.best_epoch + 1,
-            "last_acc": last_acc,
-            "epochs": self.cfg.epochs,
-            "teacher_acc": self.meta.get("teacher_acc"),
-            "train_seconds": sum(r.get("epoch_seconds", 0.0) for r in history),
-            "rows_rectified": sum(r.get("rows_rectified", 0) for r in history),
-            # rows on which the teacher was wrong: what the plug-in eliminated or rectified
-            "rows_teacher_wrong": sum(r["rows"] - r["rows_right"] for r in history if "rows_right" in r),
-        }
+        metric = self.task.metric
+        best = self.best_value if self.best_epoch >= 0 else None
+        last = next((r[metric] for r in reversed(history) if metric in r), float("nan"))
+        summary = self.task.summary(history, best, self.best_epoch + 1, self.meta, self.cfg.epochs, self.distiller.name)
+        summary.update(self.distiller.summary_fields(history))
         if self.dist.is_main:
             atomic_write_text(json.dumps(summary, indent=2) + "\n", self.output_dir / "summary.json")
-            plot_accuracy({self.meta.get("name", "student"): history}, self.output_dir / "accuracy.png",
-                          title=f"{self.meta.get('name', 'run')}: validation accuracy", teacher_acc=self.meta.get("teacher_acc"))
+            self.task.plot(history, self.output_dir, self.meta)
         self.logger.close()
-        return TrainResult(self.output_dir, self.best_acc, self.best_epoch + 1, last_acc, history, summary)
+        return TrainResult(self.output_dir, float("nan") if best is None else best, self.best_epoch + 1, last,
+                           history, summary, metric)

@@ -128,3 +128,16 @@ def dkd_loss(
     """
     tckd, nckd = dkd_parts(student_logits, teacher_logits, target, temperature)
     return alpha * tckd + beta * nckd
+
+
+def warmup_factor(epoch: int, warmup_epochs: float) -> float:
+    """DKD's linear warm-up of the distillation weight: ``min((epoch + 1) / E_w, 1)``.
+
+    Args:
+        epoch: 0-based epoch (the first epoch already gets ``1 / E_w``, as the authors' code
+            does with its 1-based epoch counter).
+        warmup_epochs: ``E_w``; ``<= 0`` means no warm-up (factor 1).
+    """
+    if warmup_epochs <= 0:
+        return 1.0
+    return min((epoch + 1) / warmup_epochs, 1.0)

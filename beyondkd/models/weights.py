@@ -51,11 +51,9 @@ from beyondkd.errors import BeyondKDError
 from beyondkd.torch_files import unreadable_reason
 
 # (pattern, replacement) regex renames applied to foreign state-dict keys, per source layout.
+# CRD/mdistiller CIFAR and ImageNet checkpoints need no renames: same module names as ours.
 KEY_MAPPINGS: dict[str, list[tuple[str, str]]] = {
     "dataparallel": [(r"^module\.", "")],
-    # CRD/mdistiller CIFAR and ImageNet models: same module names as ours (see the table above)
-    "mdistiller": [],
-    "crd": [],
 }
 
 

@@ -47,9 +47,9 @@ def test_imagenet_shape_prints_top5_at_each_seeds_best_epoch_beside_the_papers(t
 
 
 def _detection_run(run_dir: Path, aps: list[tuple[float, float, float]], teacher_ap: float | None = 0.42) -> Path:
-    """A run folder as ``beyondkd detect`` writes it: epochs counted from 1, AP as fractions."""
+    """A run folder as ``beyondkd detect`` writes it: epochs counted from 0, AP as fractions."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    lines = [{"epoch": e + 1, "train_loss": 1.0, "AP": a, "AP50": b, "AP75": c, "APs": -1.0, "APm": -1.0, "APl": -1.0}
+    lines = [{"epoch": e, "train_loss": 1.0, "AP": a, "AP50": b, "AP75": c, "APs": -1.0, "APm": -1.0, "APl": -1.0}
              for e, (a, b, c) in enumerate(aps)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     summary = {"name": "d", "mode": "distill", "best_epoch": 1}
@@ -106,7 +106,8 @@ def test_bench_trains_detection_rows_with_the_detection_trainer_and_prints_ap_co
         assert set(row["at_best"]) == {"AP50", "AP75"}
     ours = out / "r18-r18" / "kd-plus-btkd-paper-preset" / "seed0"
     recorded = yaml.safe_load((ours / "config.yaml").read_text())
-    assert recorded["method"]["bias"] == {"preset": "paper"}
+    assert recorded["method"]["bias"]["preset"] == "paper"  # resolved: the preset and every field
+    assert recorded["method"]["bias"]["schedule"]["name"] == "linear" and len(recorded["method"]["bias"]) > 5
     assert recorded["teacher"]["checkpoint"] == str(out / "teachers" / "teacher" / "best.pt")
     assert "teacher_roi_acc" in json.loads((ours / "metrics.jsonl").read_text().splitlines()[-1])
     # finished runs are reused

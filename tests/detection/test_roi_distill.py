@@ -12,7 +12,7 @@ from torchvision.ops import box_iou
 
 from beyondkd.bias.loss import BiasPlugin, bias_config
 from beyondkd.bias.schedule import Progress
-from beyondkd.detection.coco import CocoDetectionData, collate
+from beyondkd.detection.coco import CocoDetectionData, DetBatch, collate
 from beyondkd.detection.config import DetDataConfig, DetMethodConfig, DetModelConfig
 from beyondkd.detection.models import build_detector
 from beyondkd.detection.roi_distill import (
@@ -126,7 +126,7 @@ def test_kd_step_equals_ce_plus_kd_plus_detector_terms(tiny_coco: dict[str, str]
     assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
     images, targets = _batch(tiny_coco)
     torch.manual_seed(3)
-    out = distiller.step(images, targets, Progress(0, 10))
+    out = distiller.training_step(DetBatch(images, targets), Progress(0, 10))
     assert out.loss.requires_grad
     assert torch.allclose(out.loss.detach(), sum(out.terms.values()), atol=1e-5)
     # recompute the classification part by hand on the same RoIs
@@ -135,8 +135,8 @@ def test_kd_step_equals_ce_plus_kd_plus_detector_terms(tiny_coco: dict[str, str]
     t_logits, _, _ = teacher_roi_forward(teacher, fwd.images, fwd.proposals)
     ce = cross_entropy(fwd.class_logits, fwd.labels).mean()
     kd = kd_kl(fwd.class_logits, t_logits, 2.0).mean()
-    assert torch.allclose(out.terms["loss_ce"], 0.5 * ce.detach(), atol=1e-5)
-    assert torch.allclose(out.terms["loss_kd"], 2.0 * kd.detach(), atol=1e-5)
+    assert torch.allclose(out.terms["ce"], 0.5 * ce.detach(), atol=1e-5)
+    assert torch.allclose(out.terms["kd"], 2.0 * kd.detach(), atol=1e-5)
     assert int(out.stats["rois"]) == fwd.labels.numel()
     out.loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
@@ -149,8 +149,8 @@ def test_btkd_step_routes_rois_through_the_bias_plugin(tiny_coco: dict[str, str]
     method = DetMethodConfig(box={"weight": 1.0, "loss": "l2"}, feature={"weight": 0.5, "levels": ["0", "pool"]})
     distiller = RoIDistiller(student, teacher, method, bias_config("paper")).train()
     images, targets = _batch(tiny_coco)
-    out = distiller.step(images, targets, Progress(5, 10))
-    assert {"loss_ce", "loss_kd_easy", "loss_kd_hard", "loss_box_kd", "loss_feature", "loss_box_reg"} <= set(out.terms)
+    out = distiller.training_step(DetBatch(images, targets), Progress(5, 10))
+    assert {"ce", "kd_easy", "kd_hard", "box_kd", "feature", "box_reg"} <= set(out.terms)
     assert float(out.stats["gamma"]) == pytest.approx(0.5)
     assert torch.allclose(out.loss.detach(), sum(out.terms.values()), atol=1e-5)
     assert 0 <= int(out.stats["teacher_right"]) <= int(out.stats["rois"])
@@ -181,11 +181,11 @@ def test_a_teacher_identical_to_the_student_gives_zero_kd_and_the_students_mask(
     images, targets = _batch(tiny_coco)
     kd = RoIDistiller(student, teacher, DetMethodConfig(temperature=4.0), None).train()
     torch.manual_seed(7)
-    out = kd.step(images, targets, Progress(0, 1))
-    assert float(out.terms["loss_kd"]) == pytest.approx(0.0, abs=1e-6)
+    out = kd.training_step(DetBatch(images, targets), Progress(0, 1))
+    assert float(out.terms["kd"]) == pytest.approx(0.0, abs=1e-6)
     btkd = RoIDistiller(student, teacher, DetMethodConfig(), bias_config("strict")).train()
     torch.manual_seed(7)
-    out = btkd.step(images, targets, Progress(0, 1))
+    out = btkd.training_step(DetBatch(images, targets), Progress(0, 1))
     torch.manual_seed(7)
     fwd = student_roi_forward(student, images, targets)
     right = fwd.class_logits.argmax(1) == fwd.labels

@@ -13,11 +13,12 @@ from beyondkd.models import build_model
 CONTEXT = DistillerContext(num_classes=10, in_channels=1, image_size=28, num_samples=64, total_steps=20, total_epochs=4, seed=0)
 
 
-def make(method: str, params: dict | None = None, bias: str | None = None, teacher: str = "cnn_small"):
+def make(method: str, params: dict | None = None, bias: str | None = None, teacher: str = "cnn_small",
+         context: DistillerContext = CONTEXT):
     torch.manual_seed(0)
     student = build_model("cnn_tiny", 10, 1)
     teach = build_model(teacher, 10, 1)
-    return build_distiller(method, student, teach, params or {}, bias_config(bias) if bias else None, CONTEXT)
+    return build_distiller(method, student, teach, params or {}, bias_config(bias) if bias else None, context)
 
 
 def batch(n: int = 8, seed: int = 0) -> Batch:

@@ -90,22 +90,25 @@ def test_contrastive_loss_finite_on_extreme_features_and_batch_of_one(n, scale, 
 
 
 def _crd_rank(rank: int, world: int, port: int, out: str) -> None:
+    import dataclasses
     import os
 
     import torch.distributed as dist
 
     from beyondkd.data.base import Batch
+    from beyondkd.engine.distributed import all_gather_rows
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)  # same models and banks on every rank, as under torchrun
-    d = make("crd", {"nce_k": 16})
+    # the engine hands CRD the gather through the context (the distiller imports no engine)
+    d = make("crd", {"nce_k": 16}, context=dataclasses.replace(CONTEXT, gather_rows=all_gather_rows))
     g = torch.Generator().manual_seed(rank)
     for step in range(2):  # each rank sees its own, disjoint samples
         idx = torch.arange(8) * world + rank + 16 * world * step
         b = Batch(torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g), idx % 64)
         d.training_step(b, progress())
-    torch.save({"s": d.memory_student, "t": d.memory_teacher}, f"{out}/bank{rank}.pt")
+    torch.save({"s": d.memory_student, "t": d.memory_teacher, "z": torch.stack([d.z_student, d.z_teacher])}, f"{out}/bank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -120,6 +123,7 @@ def test_memory_banks_stay_identical_across_processes(tmp_path):
     mp.spawn(_crd_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     b0, b1 = (torch.load(tmp_path / f"bank{r}.pt") for r in (0, 1))
     assert torch.equal(b0["s"], b1["s"]) and torch.equal(b0["t"], b1["t"])
+    assert torch.equal(b0["z"], b1["z"]) and bool((b0["z"] > 0).all())  # Z from every rank's first batch
     fresh = make("crd", {"nce_k": 16})
     changed = (b0["s"] != fresh.memory_student).any(1).nonzero().flatten().tolist()
     assert len(changed) == 32  # both ranks' 2 × 8 rows were written on each rank

@@ -21,6 +21,7 @@ from beyondkd.engine.checkpoint import load_checkpoint
 from beyondkd.errors import BeyondKDError, ConfigError
 from beyondkd.models.registry import build_model
 from tests.conftest import slice_config
+from tests.helpers import StopAfter
 
 
 def _linear_pair(seed=0):
@@ -231,26 +232,6 @@ def test_parallel_run_trains_sl_teachers_and_keeps_the_teacher(fmnist_slice, sli
     assert rec["sl_teacher_1_acc"] > 15  # 8 steps from the teacher already beat chance (10%)
 
 
-class _StopAfter:
-    """Wraps a loader and raises after ``n`` batches, like a kill."""
-
-    def __init__(self, loader, n):
-        self.loader, self.n, self.count = loader, n, 0
-
-    def __len__(self):
-        return len(self.loader)
-
-    def set_epoch(self, *a, **k):
-        self.loader.set_epoch(*a, **k)
-
-    def __iter__(self):
-        for b in self.loader:
-            if self.count == self.n:
-                raise KeyboardInterrupt
-            self.count += 1
-            yield b
-
-
 @pytest.mark.parametrize("mode", ["parallel", "sequential"])
 def test_interrupted_and_resumed_run_is_exact(fmnist_slice, slice_teacher, tmp_path, mode):
     params = {"mode": mode, "sl_epochs": 1} if mode == "sequential" else {}
@@ -262,7 +243,7 @@ def test_interrupted_and_resumed_run_is_exact(fmnist_slice, slice_teacher, tmp_p
     full = prepare_run(config(tmp_path / "full"), "distill")
     full.trainer.fit()
     part = prepare_run(config(tmp_path / "part"), "distill")
-    part.trainer.train_loader = _StopAfter(part.trainer.train_loader, 8)  # after epoch 1 of 2 (8 steps)
+    part.trainer.train_loader = StopAfter(part.trainer.train_loader, 8)  # after epoch 1 of 2 (8 steps)
     with pytest.raises(KeyboardInterrupt):
         part.trainer.fit()
     assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 1
@@ -285,7 +266,7 @@ def test_sequential_run_trains_sl_teachers_first_then_the_student(fmnist_slice, 
     prepared = prepare_run(cfg, "distill")
     d, trainer = prepared.distiller, prepared.trainer
     student0 = copy.deepcopy(d.student.state_dict())
-    trainer.train_loader = _StopAfter(trainer.train_loader, len(trainer.train_loader))
+    trainer.train_loader = StopAfter(trainer.train_loader, len(trainer.train_loader))
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     after1, ck1 = _state(tmp_path / "s" / "last.pt")

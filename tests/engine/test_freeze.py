@@ -12,7 +12,7 @@ from beyondkd.engine.freeze import apply_freeze
 from beyondkd.errors import ConfigError
 from beyondkd.models import build_model
 from tests.conftest import slice_config
-from tests.engine.test_trainer import _StopAfter
+from tests.helpers import StopAfter
 
 
 def _train_forward(model, steps=2):
@@ -77,7 +77,7 @@ def test_frozen_run_has_no_optimizer_state_for_frozen_weights_and_resumes_exactl
         assert torch.equal(v, start[k]) == frozen, k  # frozen parts (BN statistics too) untouched, the rest trained
 
     part = prepare_run(_config(fmnist_slice, tmp_path / "part"), "train-teacher")
-    part.trainer.train_loader = _StopAfter(part.trainer.train_loader, 6)  # epoch 2, step 2 of 4
+    part.trainer.train_loader = StopAfter(part.trainer.train_loader, 6)  # epoch 2, step 2 of 4
     with pytest.raises(KeyboardInterrupt):
         part.trainer.fit()
     resumed = prepare_run(_config(fmnist_slice, tmp_path / "part"), "train-teacher")
