@@ -85,7 +85,9 @@ def test_demo_small(fmnist_slice, tmp_path):
     out = cli("demo", "-o", str(tmp_path / "demo"), "--data-root", str(fmnist_slice), "--subset", "1000",
               "--epochs", "1", "--teacher-epochs", "1", "--no-progress")
     text = out.stdout
-    for label in ("teacher", "CE (labels only)", "KD", "KD + BTKD plug-in"):
+    from beyondkd.bias.config import default_bias_preset
+
+    for label in ("teacher", "CE (labels only)", "KD", f"KD + {default_bias_preset()}"):
         assert label in text
     report = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert len(report["students"]) == 3
