@@ -9,7 +9,9 @@ from beyondkd.engine.build import run_training
 from tests.conftest import slice_config
 
 #: per-method settings of the short run (the feature term must be comparable across epochs:
-#: no ReviewKD warm-up ramp, and InDistill kept on one curriculum layer)
+#: no ReviewKD warm-up ramp, and InDistill kept on one curriculum layer; its warm-up is feature
+#: MSE only by default, which never trains the classifier, so CE is switched on for the check
+#: that the student beats chance)
 PARAMS = {
     "fitnet": {},
     "at": {},
@@ -17,7 +19,7 @@ PARAMS = {
     "rkd": {},
     "ofd": {},
     "reviewkd": {"warmup_epochs": 0},
-    "indistill": {"student_points": ["stage2"], "teacher_points": ["stage2"], "curriculum_epochs": [3]},
+    "indistill": {"student_points": ["stage2"], "teacher_points": ["stage2"], "curriculum_epochs": [3], "warmup_ce_weight": 1.0},
 }
 
 
