@@ -2,7 +2,7 @@
 plot and the default preset they imply, written into BENCHMARKS.md.
 
 The suites (``beyondkd/configs/bench/fmnist-regime-*.yaml``) run through ``beyondkd bench``'s
-runner: (a) a teacher trained on the student's images, (b) a teacher trained on 10 or 30 % of
+runner: (a) a teacher trained on the student's images, (b) a teacher trained on 10/20/30 % of
 them, (c) a teacher with the student's own architecture. Finished runs are reused, so this can
 be stopped and restarted; ``--tables-only`` trains nothing.
 
