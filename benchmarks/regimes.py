@@ -64,7 +64,7 @@ def evidence_markdown(tables: list[dict], figure: Path) -> str:
         + f" The library's default when this was written: `{default_bias_preset()}`."
     )
     lines.append(
-        "A research setting becomes a preset only if it wins somewhere and loses nowhere: "
+        "A research setting qualifies to become a named preset only if it wins somewhere and loses nowhere: "
         + (", ".join(f"**{s.setting}**" for s in promoted) if promoted else "none does") + "."
     )
     return "\n".join(lines)
