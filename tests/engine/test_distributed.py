@@ -57,8 +57,11 @@ def _config_file(path: Path, raw: dict) -> Path:
 
 
 def _kd_config(fmnist_slice, slice_teacher, out: Path) -> dict:
-    """KD + plug-in with augmentation (per-rank BN statistics), 8 steps per epoch per rank, mid-epoch checkpoints."""
-    return slice_config(fmnist_slice, out, slice_teacher, method={"name": "kd", "bias": {}},
+    """KD + plug-in with augmentation (per-rank BN statistics), 8 steps per epoch per rank, mid-epoch checkpoints.
+
+    The plug-in is pinned to ``eliminate-only``, the preset the 16-step accuracy bar below was set with
+    (the default moved to ``constant``, which reaches 45 % in those 16 steps)."""
+    return slice_config(fmnist_slice, out, slice_teacher, method={"name": "kd", "bias": {"preset": "eliminate-only"}},
                         data={"augment": True, "subset": 512, "batch_size": 32},
                         train={"epochs": 2, "checkpoint_every_steps": 3, "device": "cpu", "threads": 1})
 
