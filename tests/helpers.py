@@ -23,3 +23,14 @@ class StopAfter:
             self.count += 1
             yield batch
 
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    """Run the CLI on ``argv`` and return its one error line (exit 2, one ``error: `` line, no traceback)."""
+    from beyondkd.cli.main import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
+    return lines[0]

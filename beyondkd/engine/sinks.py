@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from beyondkd.engine.checkpoint import atomic_write_text
+from beyondkd.engine.resume import flatten as flatten_values
 from beyondkd.errors import ConfigError
 
 
@@ -51,15 +52,9 @@ def numbers(record: dict[str, Any]) -> dict[str, float]:
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"train": {"optimizer": {"lr": 0.1}}}`` -> ``{"train.optimizer.lr": "0.1"}``."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-    return out
+    """``{"train": {"optimizer": {"lr": 0.1}}}`` -> ``{"train.optimizer.lr": "0.1"}`` (the keys of
+    :func:`beyondkd.engine.resume.flatten`, each value as text; lists and mappings as JSON)."""
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten_values(config, prefix).items()}
 
 
 class MetricSink:

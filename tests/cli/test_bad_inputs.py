@@ -10,15 +10,7 @@ from pathlib import Path
 import pytest
 
 from beyondkd.cli.main import main
-
-
-def _err(capsys, argv) -> str:
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
-    return lines[0]
+from tests.helpers import one_line_error
 
 
 def _distill(root, teacher, out, *extra) -> list[str]:
@@ -49,10 +41,10 @@ def read_only_folder(path: Path):
 def test_read_only_output_folder_is_a_one_line_error(capsys, fmnist_slice, slice_teacher, tmp_path):
     with read_only_folder(tmp_path / "ro") as ro:
         # a new run inside it: the teacher-logit cache (ro/.cache) is the first write
-        msg = _err(capsys, _distill(fmnist_slice, slice_teacher, ro / "run"))
+        msg = one_line_error(capsys, _distill(fmnist_slice, slice_teacher, ro / "run"))
         assert "no permission for" in msg and str(ro) in msg and "--output-dir" in msg
         # the folder itself as the run folder: the cache (next to it) works, the run files cannot
-        msg = _err(capsys, _distill(fmnist_slice, slice_teacher, ro, f"train.cache_dir={tmp_path / 'cache'}"))
+        msg = one_line_error(capsys, _distill(fmnist_slice, slice_teacher, ro, f"train.cache_dir={tmp_path / 'cache'}"))
         assert "no permission for" in msg and str(ro) in msg
         assert sorted(p.name for p in ro.iterdir()) == []
 
@@ -77,12 +69,12 @@ def _damaged_files(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
 
 def test_eval_of_a_damaged_or_text_file_says_what_the_file_is(capsys, fmnist_slice, slice_teacher, tmp_path):
     for name, (path, what) in _damaged_files(tmp_path, slice_teacher).items():
-        msg = _err(capsys, ["eval", "-k", str(path)])
+        msg = one_line_error(capsys, ["eval", "-k", str(path)])
         assert str(path) in msg and what in msg, (name, msg)
         assert "weights_only" not in msg and "unsafe" not in msg, (name, msg)  # it cannot help here
     # a teacher checkpoint given to distill is read the same way
     path, what = _damaged_files(tmp_path, slice_teacher)["text"]
-    msg = _err(capsys, _distill(fmnist_slice, path, tmp_path / "run"))
+    msg = one_line_error(capsys, _distill(fmnist_slice, path, tmp_path / "run"))
     assert what in msg
     # an intact file holding other Python objects is the one case where unsafe loading helps
     import argparse
@@ -91,7 +83,7 @@ def test_eval_of_a_damaged_or_text_file_says_what_the_file_is(capsys, fmnist_sli
 
     pickled = tmp_path / "pickled.pt"
     torch.save({"model": {}, "args": argparse.Namespace(lr=0.1)}, pickled)
-    msg = _err(capsys, ["eval", "-k", str(pickled)])
+    msg = one_line_error(capsys, ["eval", "-k", str(pickled)])
     assert "Python objects beyond tensors" in msg and "--unsafe-load" in msg
 
 
@@ -100,7 +92,7 @@ def test_resume_from_a_truncated_last_pt_says_it_is_cut_short(capsys, fmnist_sli
     run.mkdir()
     data = slice_teacher.read_bytes()
     (run / "last.pt").write_bytes(data[: len(data) // 3])
-    msg = _err(capsys, _distill(fmnist_slice, slice_teacher, run, "--resume"))
+    msg = one_line_error(capsys, _distill(fmnist_slice, slice_teacher, run, "--resume"))
     assert "last.pt" in msg and "cut short or damaged" in msg and "weights_only" not in msg
 
 
@@ -133,7 +125,7 @@ def test_overrides_after_an_option_are_applied(capsys, fmnist_slice, slice_teach
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 1 and saved["data"]["subset"] == 128 and saved["student"]["name"] == "cnn_tiny"
     # a late override is validated like an early one; an unknown option is still refused
-    assert "unknown key 'train.epoch'" in _err(capsys, ["distill", "-c", "configs/kd.yaml", "-o", str(out), "train.epoch=3"])
+    assert "unknown key 'train.epoch'" in one_line_error(capsys, ["distill", "-c", "configs/kd.yaml", "-o", str(out), "train.epoch=3"])
     with pytest.raises(SystemExit) as e:
         main(["distill", "-c", "configs/kd.yaml", "-o", str(out), "--epochs", "3"])
     assert e.value.code == 2 and "unrecognized arguments: --epochs" in capsys.readouterr().err
@@ -141,11 +133,11 @@ def test_overrides_after_an_option_are_applied(capsys, fmnist_slice, slice_teach
 
 # --- 10: a batch larger than the training set -----------------------------------------------------
 def test_batch_size_larger_than_the_subset_is_an_error_naming_the_numbers(capsys, fmnist_slice, slice_teacher, tmp_path):
-    msg = _err(capsys, _distill(fmnist_slice, slice_teacher, tmp_path / "run", "data.subset=100", "data.batch_size=128"))
+    msg = one_line_error(capsys, _distill(fmnist_slice, slice_teacher, tmp_path / "run", "data.subset=100", "data.batch_size=128"))
     assert "data.batch_size (128)" in msg and "100 training images" in msg and "data.subset" in msg
     assert not (tmp_path / "run").exists()
     # the same for train-teacher, and a batch equal to the set is fine
     teacher = ["train-teacher", "-c", "configs/fmnist/teacher.yaml", "-o", str(tmp_path / "t"), f"data.root={fmnist_slice}",
                "model.name=cnn_tiny", "train.epochs=1", "train.progress_bar=false", "data.subset=64"]
-    assert "data.batch_size (128)" in _err(capsys, teacher)
+    assert "data.batch_size (128)" in one_line_error(capsys, teacher)
     assert main([*teacher, "data.batch_size=64"]) == 0

@@ -7,17 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from beyondkd.cli.main import main
+from tests.helpers import one_line_error
 from tests.detection.tiny_coco import tiny_model, tiny_run
-
-
-def _one_line_error(capsys, argv) -> str:
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
-    return lines[0]
 
 
 def test_detect_without_pycocotools_names_the_install_command(capsys, monkeypatch, tiny_coco, tmp_path: Path):
@@ -26,6 +17,6 @@ def test_detect_without_pycocotools_names_the_install_command(capsys, monkeypatc
     cfg = tmp_path / "teacher.yaml"
     cfg.write_text(yaml.safe_dump(tiny_run(tiny_coco, tmp_path / "run", model=tiny_model())))
     for argv in (["detect", "train-teacher", "-c", str(cfg)], ["detect", "eval", "-k", str(tmp_path / "x.pt"), "-c", str(cfg)]):
-        msg = _one_line_error(capsys, argv)
+        msg = one_line_error(capsys, argv)
         assert "pycocotools" in msg and "pip install 'beyondkd[detection]'" in msg, msg
     assert not (tmp_path / "run").exists()
