@@ -112,15 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             write_section(f"regime-{name}", f"## {name}: {table['description']}\n\n" + provenance() + (f"- {args.note}\n" if args.note else "") + body)
     summary = evidence_markdown(tables, FIGURE)
     print(summary)
+    comps = comparisons(tables)
     Path(args.out_root).mkdir(parents=True, exist_ok=True)
-    (Path(args.out_root) / "regime-evidence.json").write_text(json.dumps(
-        [c.__dict__ for c in comparisons(tables)], indent=2) + "\n")
+    (Path(args.out_root) / "regime-evidence.json").write_text(json.dumps([c.__dict__ for c in comps], indent=2) + "\n")
     if args.write:
         import yaml
 
         from beyondkd.cli.demo import EVIDENCE
 
-        plot_gain_vs_wrong_rows(comparisons(tables), FIGURE)
+        plot_gain_vs_wrong_rows(comps, FIGURE)
         stamp = provenance().splitlines()[-1].removeprefix("- date: ")
         EVIDENCE.write_text(
             "# Written by `python -m benchmarks.regimes --write` from the regime suites (BENCHMARKS.md, sections regime-*);\n"
